@@ -1,0 +1,3 @@
+from emergence_lab.cli import main
+
+raise SystemExit(main())

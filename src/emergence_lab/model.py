@@ -1,0 +1,189 @@
+"""A small decoder-only Transformer whose size is set by two numbers: width (d_model) and depth (layers).
+
+Every other size choice follows from those two by a stated rule:
+- heads: `n_heads = max(1, width // head_dim)`; width must split evenly into that many heads;
+- MLP hidden size: `mlp_ratio * width` (4 by default, as in GPT-2 and Kaplan et al.);
+- init: weights ~ N(0, init_scale / sqrt(fan_in)); the two residual projections of each block are further
+  scaled by 1 / sqrt(2 * depth) (GPT-2). `init="gpt2"` selects GPT-2's fixed std 0.02 instead.
+
+The model knows nothing about tasks or Lightning: tokens in, logits out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TransformerConfig:
+    width: int = 64
+    depth: int = 2
+    vocab_size: int = 16
+    max_seq_len: int = 64
+    head_dim: int = 16
+    mlp_ratio: int = 4
+    positions: str = "rotary"  # "rotary" | "learned"
+    dropout: float = 0.0
+    bias: bool = False
+    init: str = "fan_in"  # "fan_in" | "gpt2"
+    init_scale: float = 1.0
+    rotary_base: float = 10_000.0
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.depth < 1:
+            raise ValueError(f"width and depth must be >= 1, got width={self.width}, depth={self.depth}")
+        if self.width % self.n_heads:
+            raise ValueError(
+                f"width {self.width} does not split into {self.n_heads} heads of size {self.head_dim}; "
+                f"pick a width that is a multiple of head_dim={self.head_dim} (or below it)"
+            )
+        if self.positions not in {"rotary", "learned"}:
+            raise ValueError(f"positions must be 'rotary' or 'learned', got {self.positions!r}")
+        if self.positions == "rotary" and (self.width // self.n_heads) % 2:
+            raise ValueError(f"rotary positions need an even head size, got {self.width // self.n_heads}")
+        if self.init not in {"fan_in", "gpt2"}:
+            raise ValueError(f"init must be 'fan_in' or 'gpt2', got {self.init!r}")
+
+    @property
+    def n_heads(self) -> int:
+        return max(1, self.width // self.head_dim)
+
+    @property
+    def d_ff(self) -> int:
+        return self.mlp_ratio * self.width
+
+    # ---- counting, from the config alone (the sweep planner uses these without building a model) ------
+    @property
+    def n_params(self) -> int:
+        """Non-embedding parameters: everything but token and position embeddings (Kaplan et al. 2020).
+
+        Per block: attention 4 d^2, MLP 2 d d_ff, two LayerNorms; plus the final LayerNorm. With d_ff = 4d
+        the leading term is Kaplan's 12 * depth * width^2.
+        """
+        d, f = self.width, self.d_ff
+        per_block = 4 * d * d + 2 * d * f + 2 * d  # weights + LayerNorm gains
+        if self.bias:
+            per_block += 4 * d + f + d + 2 * d  # qkv, out, mlp biases + LayerNorm biases
+        final_norm = d * (2 if self.bias else 1)
+        return self.depth * per_block + final_norm
+
+    @property
+    def n_embedding_params(self) -> int:
+        pos = self.max_seq_len * self.width if self.positions == "learned" else 0
+        return self.vocab_size * self.width + pos  # the output layer is tied to the token embedding
+
+    @property
+    def n_params_total(self) -> int:
+        return self.n_params + self.n_embedding_params
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token: 6 N for the weight matmuls (forward + backward) plus the attention
+        scores and their weighted sum, 12 * depth * seq_len * width (the PaLM / nanoGPT convention).
+        The tied output layer (6 * width * vocab) is left out, as in Kaplan's N."""
+        t = self.max_seq_len if seq_len is None else seq_len
+        return 6 * self.n_params + 12 * self.depth * t * self.width
+
+
+class RotaryEmbedding(nn.Module):
+    def __init__(self, head_dim: int, max_seq_len: int, base: float) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, H, T, hd]
+        t = x.shape[-2]
+        cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=cfg.bias)
+        self.out = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.rotary = (
+            RotaryEmbedding(cfg.width // cfg.n_heads, cfg.max_seq_len, cfg.rotary_base)
+            if cfg.positions == "rotary"
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.width, bias=cfg.bias)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.width, bias=cfg.bias)
+        self.fc = nn.Linear(cfg.width, cfg.d_ff, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_ff, cfg.width, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.proj(F.gelu(self.fc(self.norm2(x)))))
+
+
+class Transformer(nn.Module):
+    """Pre-LayerNorm decoder-only Transformer with a causal mask and tied input/output embeddings."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.width) if cfg.positions == "learned" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.width, bias=cfg.bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        cfg = self.cfg
+        residual_scale = 1.0 / math.sqrt(2 * cfg.depth)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+            elif isinstance(module, (nn.Linear, nn.Embedding)):
+                fan_in = module.weight.shape[1]  # Linear: [out, in]; Embedding: [vocab, width]
+                std = 0.02 if cfg.init == "gpt2" else cfg.init_scale / math.sqrt(fan_in)
+                if name.endswith(("attn.out", "proj")):
+                    std *= residual_scale
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    def non_embedding_parameters(self) -> list[nn.Parameter]:
+        emb = {id(self.tok_emb.weight)} | ({id(self.pos_emb.weight)} if self.pos_emb is not None else set())
+        return [p for p in self.parameters() if id(p) not in emb]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, T, vocab]."""
+        t = tokens.shape[1]
+        if t > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {t} exceeds max_seq_len {self.cfg.max_seq_len}")
+        x = self.tok_emb(tokens)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(t, device=tokens.device))
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        return F.linear(self.norm(x), self.tok_emb.weight)
