@@ -1,0 +1,324 @@
+"""The task suite: determinism, train/test separation, layouts, and answers checked in plain Python."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from emergence_lab.tasks import TASKS, Addition, Composition, Modular, Parity, Recall, Task, TaskBatch
+from emergence_lab.tasks.base import prompt_hash
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
+CONFIGS = sorted(CONF.glob("*.yaml"))
+
+
+def _from_config(name: str) -> Task:
+    return instantiate(OmegaConf.load(CONF / f"{name}.yaml"))
+
+
+# every config, plus variants that flip the layout switches
+VARIANTS: dict[str, object] = {
+    **{p.stem: (lambda n=p.stem: _from_config(n)) for p in CONFIGS},
+    "addition_msd_first": lambda: Addition(digits=2, reverse_answer=False, ood_digits=3),
+    "modular_sub": lambda: Modular(p=11, op="sub", train_fraction=0.3),
+    "modular_mul": lambda: Modular(p=13, op="mul", train_fraction=0.6, test_size=20),
+    "modular_div": lambda: Modular(p=23, op="div", train_fraction=0.4),
+    "composition_final_only": lambda: Composition(steps=2, show_steps=False, ood_steps=4),
+}
+
+# small input spaces, where a broken partition would show up as shared prompts
+SMALL: dict[str, object] = {
+    "addition": lambda: Addition(digits=2, ood_digits=3),
+    "modular": lambda: Modular(p=17, op="div", train_fraction=0.5),
+    "recall": lambda: Recall(n_pairs=2, n_queries=1, n_keys=4, n_values=3, ood_pairs=1),
+    "parity": lambda: Parity(n_tasks=4, n_bits=6, k=2),
+    "composition": lambda: Composition(steps=3, n_maps=4, n_values=10, ood_steps=4),
+}
+
+
+def _make(name: str) -> Task:
+    return VARIANTS[name]()  # type: ignore[operator]
+
+
+def _train_sample(task: Task, n_steps: int = 6, n: int = 500, seed: int = 0) -> list[TaskBatch]:
+    return [task.train_batch(n, seed=seed, step=s, device="cpu") for s in range(n_steps)]
+
+
+def _prompts(batch: TaskBatch) -> set[tuple[int, ...]]:
+    ans = set(batch.answer_pos.tolist())
+    keep = [i for i in range(batch.tokens.shape[1]) if i not in ans]
+    return {tuple(row) for row in batch.tokens[:, keep].tolist()}
+
+
+# ---- independent answer checkers: plain Python ints and lists, no torch code path of the tasks ----------
+
+
+def _check_addition(task: Addition, batch: TaskBatch, split: str) -> None:
+    d = task.ood_digits if split == "ood" else task.digits
+    assert d is not None
+    assert batch.answer_pos.tolist() == list(range(2 * d + 2, 3 * d + 3))
+    for row in batch.tokens.tolist():
+        assert row[d] == 10 and row[2 * d + 1] == 11
+        a = int("".join(map(str, row[:d])))
+        b = int("".join(map(str, row[d + 1 : 2 * d + 1])))
+        c = f"{a + b:0{d + 1}d}"
+        want = [int(ch) for ch in (c[::-1] if task.reverse_answer else c)]
+        assert row[2 * d + 2 :] == want, (row, a, b)
+
+
+def _check_modular(task: Modular, batch: TaskBatch, split: str) -> None:
+    p = task.p
+    assert batch.answer_pos.tolist() == [4]
+    for a, op, b, eq, c in batch.tokens.tolist():
+        assert (op, eq) == (p, p + 1) and 0 <= a < p and 0 <= b < p
+        if task.op == "add":
+            want = (a + b) % p
+        elif task.op == "sub":
+            want = (a - b) % p
+        elif task.op == "mul":
+            want = (a * b) % p
+        else:
+            assert b != 0
+            want = a * pow(b, -1, p) % p
+        assert c == want, (a, b, c)
+
+
+def _check_recall(task: Recall, batch: TaskBatch, split: str) -> None:
+    n_pairs = task.n_pairs + (task.ood_pairs or 0) if split == "ood" else task.n_pairs
+    q = task.n_queries
+    assert batch.answer_pos.tolist() == [2 * n_pairs + 2 * j + 1 for j in range(q)]
+    for row in batch.tokens.tolist():
+        keys, values = row[0 : 2 * n_pairs : 2], row[1 : 2 * n_pairs : 2]
+        assert len(set(keys)) == n_pairs and all(0 <= k < task.n_keys for k in keys)
+        assert all(task.n_keys <= v < task.n_keys + task.n_values for v in values)
+        table = dict(zip(keys, values, strict=True))
+        queries, answers = row[2 * n_pairs :: 2], row[2 * n_pairs + 1 :: 2]
+        assert len(queries) == q and len(set(queries)) == q
+        for key, value in zip(queries, answers, strict=True):
+            assert table[key] == value
+
+
+def _check_parity(task: Parity, batch: TaskBatch, split: str) -> None:
+    m, n = task.n_tasks, task.n_bits
+    assert batch.answer_pos.tolist() == [m + n]
+    assert batch.subtask is not None
+    for row, sub in zip(batch.tokens.tolist(), batch.subtask.tolist(), strict=True):
+        control, x, y = row[:m], row[m : m + n], row[m + n]
+        assert control == [int(i == sub) for i in range(m)]
+        assert all(bit in (0, 1) for bit in x)
+        assert y == sum(x[j] for j in task.subsets[sub]) % 2
+
+
+def _check_composition(task: Composition, batch: TaskBatch, split: str) -> None:
+    k = task.ood_steps if split == "ood" else task.steps
+    assert k is not None
+    v = task.n_values
+    maps = task.maps.tolist()
+    for row in batch.tokens.tolist():
+        ids, x = row[:k], row[k]
+        assert all(v <= i < v + task.n_maps for i in ids) and 0 <= x < v
+        chain, y = [], x
+        for i in ids:
+            y = maps[i - v][y]
+            chain.append(y)
+        assert row[k + 1 :] == (chain if task.show_steps else [y]), row
+
+
+CHECKERS = {
+    Addition: _check_addition,
+    Modular: _check_modular,
+    Recall: _check_recall,
+    Parity: _check_parity,
+    Composition: _check_composition,
+}
+
+
+# ---- every task -------------------------------------------------------------------------------------
+
+
+def test_registry_and_configs_cover_every_task() -> None:
+    assert {p.stem for p in CONFIGS} == set(TASKS)
+    for name, cls in TASKS.items():
+        assert cls.name == name
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_instantiates(path: Path) -> None:
+    cfg = OmegaConf.load(path)
+    task = instantiate(cfg)
+    assert isinstance(task, TASKS[path.stem])
+    assert cfg._target_ == f"emergence_lab.tasks.{path.stem}.{type(task).__name__}"
+    assert "test_seed" in cfg and "test_size" in cfg
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_determinism(name: str) -> None:
+    task = _make(name)
+    a = task.train_batch(64, seed=3, step=5, device="cpu")
+    b = _make(name).train_batch(64, seed=3, step=5, device="cpu")
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.answer_pos, b.answer_pos)
+    for other in (
+        task.train_batch(64, seed=3, step=6, device="cpu"),
+        task.train_batch(64, seed=4, step=5, device="cpu"),
+    ):
+        assert not torch.equal(a.tokens, other.tokens)
+    for split in task.splits:
+        first, again = task.eval_batch(split, "cpu"), _make(name).eval_batch(split, "cpu")
+        assert torch.equal(first.tokens, again.tokens)
+        assert len(first) == task.test_size
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_layout_and_answers(name: str) -> None:
+    task = _make(name)
+    check = CHECKERS[type(task)]
+    batches = [("train", task.train_batch(300, seed=0, step=0, device="cpu"))]
+    batches += [(split, task.eval_batch(split, "cpu")) for split in task.splits]
+    for split, batch in batches:
+        t, pos = task.seq_len(split), batch.answer_pos
+        assert batch.tokens.dtype == torch.int64 and batch.tokens.shape[1] == t <= task.max_seq_len
+        assert int(batch.tokens.min()) >= 0 and int(batch.tokens.max()) < task.vocab_size
+        assert pos.dtype == torch.int64 and pos.ndim == 1 and int(pos.min()) >= 1 and int(pos.max()) < t
+        assert torch.equal(pos, pos.sort().values) and pos.unique().numel() == pos.numel()
+        assert len(task.answer_names(split)) == pos.numel()
+        assert torch.equal(batch.answers, batch.tokens[:, pos])
+        if batch.subtask is not None:
+            assert batch.subtask.shape == (len(batch),)
+            assert int(batch.subtask.max()) < len(task.subtask_names)
+        check(task, batch, split)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_train_and_test_are_disjoint(name: str) -> None:
+    task = SMALL[name]()  # type: ignore[operator]
+    train = _train_sample(task)
+    seen: set[tuple[int, ...]] = set().union(*(_prompts(b) for b in train))
+    assert all(not task.is_heldout(b).any() for b in train)
+    for split in task.splits:
+        test = task.eval_batch(split, "cpu")
+        assert task.is_heldout(test).all()
+        assert not seen & _prompts(test)
+    assert len(seen) > 100  # the sample really explored the space
+
+
+def test_prompt_hash_is_not_a_lattice() -> None:
+    """Neighbouring prompts (one token +1) must not be held out together more often than by chance."""
+    a, b = torch.arange(200).repeat_interleave(200), torch.arange(200).repeat(200)
+    tokens = torch.stack([a, b, torch.zeros_like(a)], dim=1)
+    held = (prompt_hash(tokens, torch.tensor([2])) < 100).view(200, 200).float()
+    assert 0.08 < float(held.mean()) < 0.12
+    both = float((held[1:] * held[:-1]).sum() / held[:-1].sum())
+    assert 0.07 < both < 0.13
+    # answers do not enter the hash
+    changed = tokens.clone()
+    changed[:, 2] = 7
+    assert torch.equal(prompt_hash(tokens, torch.tensor([2])), prompt_hash(changed, torch.tensor([2])))
+
+
+# ---- OOD shapes -------------------------------------------------------------------------------------
+
+
+def test_ood_splits_are_longer_as_documented() -> None:
+    add = Addition(digits=3, ood_digits=5)
+    assert (add.seq_len("test"), add.seq_len("ood"), add.max_seq_len) == (12, 18, 18)
+    assert add.eval_batch("ood", "cpu").answer_pos.tolist() == list(range(12, 18))
+    assert add.answer_names("ood") == tuple(f"place{i}" for i in range(6))
+    assert Addition(digits=3).splits == ("test",)
+
+    rec = Recall(n_pairs=8, n_queries=4, n_keys=24, ood_pairs=8)
+    assert (rec.seq_len("test"), rec.seq_len("ood")) == (24, 40)
+    assert rec.eval_batch("ood", "cpu").answer_pos.tolist() == [33, 35, 37, 39]
+
+    comp = Composition(steps=3, ood_steps=5)
+    assert (comp.seq_len("test"), comp.seq_len("ood")) == (7, 11)
+    assert comp.answer_names("test") == ("step1", "step2", "composed")
+    assert comp.answer_names("ood") == ("step1", "step2", "step3", "step4", "composed")
+    assert comp.eval_batch("ood", "cpu").answer_pos.tolist() == [6, 7, 8, 9, 10]
+    final_only = Composition(steps=3, show_steps=False, ood_steps=5)
+    assert (final_only.seq_len("test"), final_only.seq_len("ood")) == (5, 7)
+    assert final_only.answer_names("ood") == ("composed",)
+
+    assert Modular().splits == ("test",) and Parity().splits == ("test",)
+    with pytest.raises(ValueError):
+        Addition(digits=4, ood_digits=4)
+    with pytest.raises(ValueError):
+        Recall(n_pairs=8, n_keys=12, ood_pairs=8)
+    with pytest.raises(ValueError):
+        comp.eval_batch("nope", "cpu")
+
+
+# ---- task-specific ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("p", "op", "frac"), [(97, "add", 0.5), (31, "div", 0.3), (13, "mul", 0.8)])
+def test_modular_split_is_exactly_the_train_fraction(p: int, op: str, frac: float) -> None:
+    task = Modular(p=p, op=op, train_fraction=frac)
+    b_values = range(1, p) if op == "div" else range(p)
+    every = {(a, b) for a in range(p) for b in b_values}
+    nb = len(b_values)
+    train = {(i // nb, i % nb + b_values[0]) for i in task.train_pairs.tolist()}
+    test_batch = task.eval_batch("test", "cpu")
+    test = {(a, b) for a, _, b, _, _ in test_batch.tokens.tolist()}
+    assert len(train) == round(frac * len(every)) and train <= every
+    assert test == every - train and len(test_batch) == len(test)  # the whole complement, each pair once
+    assert task.test_permille == round(1000 * len(test) / len(every))
+    drawn = {(a, b) for batch in _train_sample(task, 5, 4000) for a, _, b, _, _ in batch.tokens.tolist()}
+    assert drawn <= train and len(drawn) > 0.9 * len(train)  # 20000 draws cover ~98% of 4704 pairs
+    # is_heldout agrees with the split on raw samples
+    raw = task.sample(3000, torch.Generator().manual_seed(0))
+    flags = task.is_heldout(raw).tolist()
+    assert all(f == ((a, b) in test) for (a, _, b, _, _), f in zip(raw.tokens.tolist(), flags, strict=True))
+    # the split depends on split_seed only
+    assert Modular(p=p, op=op, train_fraction=frac, test_seed=9).train_pairs.equal(task.train_pairs)
+    assert not Modular(p=p, op=op, train_fraction=frac, split_seed=1).train_pairs.equal(task.train_pairs)
+
+
+def test_modular_test_subset_has_no_repeats() -> None:
+    task = Modular(p=13, op="mul", train_fraction=0.6, test_size=20)
+    pairs = [(a, b) for a, _, b, _, _ in task.eval_batch("test", "cpu").tokens.tolist()]
+    assert len(pairs) == len(set(pairs)) == 20
+    with pytest.raises(ValueError):
+        Modular(p=12, op="div")
+    with pytest.raises(TypeError):
+        Modular(test_permille=100)  # type: ignore[call-arg]
+
+
+def test_parity_subtask_frequencies() -> None:
+    task = _from_config("parity")
+    assert isinstance(task, Parity)
+    assert task.subtask_names == tuple(f"task{i}" for i in range(task.n_tasks))
+    weights = [(i + 1) ** -task.alpha for i in range(task.n_tasks)]
+    expected = [w / sum(weights) for w in weights]
+    subs = torch.cat([b.subtask for b in _train_sample(task, 10, 2000)]).tolist()  # type: ignore[misc]
+    counts = Counter(subs)
+    n = len(subs)
+    chi2 = sum((counts[i] - n * e) ** 2 / (n * e) for i, e in enumerate(expected))
+    assert chi2 < 30, (chi2, counts)  # 7 degrees of freedom: p < 1e-4 at 30
+    test = task.eval_batch("test", "cpu")
+    assert test.subtask is not None
+    per_task = task.test_size // task.n_tasks
+    assert Counter(test.subtask.tolist()) == dict.fromkeys(range(task.n_tasks), per_task)
+
+
+def test_parity_world_is_fixed_by_world_seed() -> None:
+    task = Parity(n_tasks=8, n_bits=16, k=3)
+    assert task.subsets == Parity(n_tasks=8, n_bits=16, k=3, test_seed=5).subsets
+    assert task.subsets != Parity(n_tasks=8, n_bits=16, k=3, world_seed=1).subsets
+    assert len(set(task.subsets)) == 8
+    assert all(len(s) == 3 == len(set(s)) and all(0 <= j < 16 for j in s) for s in task.subsets)
+    # the stratified test set still has a remainder spread over the first subtasks
+    odd = Parity(n_tasks=3, n_bits=8, k=2, test_size=100).eval_batch("test", "cpu")
+    assert odd.subtask is not None and Counter(odd.subtask.tolist()) == {0: 34, 1: 33, 2: 33}
+
+
+def test_composition_world_is_fixed_by_world_seed() -> None:
+    task = Composition(n_maps=4, n_values=10)
+    maps = task.maps.tolist()
+    assert all(sorted(f) == list(range(10)) for f in maps) and len({tuple(f) for f in maps}) == 4
+    assert torch.equal(task.maps, Composition(n_maps=4, n_values=10, test_seed=3).maps)
+    assert not torch.equal(task.maps, Composition(n_maps=4, n_values=10, world_seed=1).maps)
