@@ -114,7 +114,7 @@ class Parity(Task):
             task = torch.randint(0, self.n_tasks, (n,), generator=generator, device=dev)
         x = torch.randint(0, 2, (n, self.n_bits), generator=generator, device=dev)
         y = (x * mask[task]).sum(dim=1) % 2
-        control = torch.nn.functional.one_hot(task, self.n_tasks)
+        control = (task[:, None] == torch.arange(self.n_tasks, device=dev)).long()  # one-hot, no host sync
         tokens = torch.cat([control, x, y[:, None]], dim=1)
         answer_pos = torch.tensor([self.n_tasks + self.n_bits], device=dev)
         return TaskBatch(tokens, answer_pos, task)
