@@ -1,0 +1,146 @@
+"""The one LightningModule: any width, any depth, any task.
+
+Training data is generated on the device inside `training_step` from (seed, global step), so the data
+loader only ticks. Evaluation is `evaluate()`, called by the RunRecorder callback on its schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+from emergence_lab.evaluation import evaluate
+from emergence_lab.model import Transformer
+from emergence_lab.optim import OptimConfig
+from emergence_lab.tasks.base import Task, TaskBatch
+
+
+class _StepTicker:
+    """An endless iterable for Lightning's fit loop; the real batch is generated in `training_step`."""
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            yield 0
+
+
+class EmergenceModule(pl.LightningModule):
+    def __init__(
+        self,
+        model: Transformer,
+        task: Task,
+        optim: OptimConfig,
+        seed: int,
+        max_steps: int,
+        compile: bool = False,
+        eval_chunk_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.optim = optim
+        self.seed = seed
+        self.max_steps = max_steps
+        self.eval_chunk_size = eval_chunk_size
+        self.seq_len = task.seq_len("train") - 1  # the model reads all but the last token
+        self.tokens_per_step = optim.batch_size * self.seq_len
+        self.flops_per_step = model.cfg.flops_per_token(self.seq_len) * self.tokens_per_step
+        # kept out of the module tree so checkpoints hold one copy of the weights
+        self._train_forward = torch.compile(model) if compile else model
+        self._eval_sets: dict[str, TaskBatch] = {}
+
+    # ---- training ----------------------------------------------------------------------------------
+    def train_dataloader(self) -> _StepTicker:
+        return _StepTicker()
+
+    def training_step(self, _: object, __: int) -> torch.Tensor:
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        batch = self.task.train_batch(
+            self.optim.batch_size, self.seed, self.global_step * world + rank, self.device
+        )
+        logits = self._train_forward(batch.tokens[:, :-1])
+        answer_logits = logits[:, batch.answer_pos - 1]
+        loss = F.cross_entropy(answer_logits.flatten(0, 1).float(), batch.answers.flatten())
+        done = self.global_step + 1
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/tokens", float(done * self.tokens_per_step * world))
+        self.log("train/flops", float(done * self.flops_per_step * world))
+        return loss
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        embeddings = {id(self.model.tok_emb.weight)}
+        if self.model.pos_emb is not None:
+            embeddings.add(id(self.model.pos_emb.weight))
+        hidden, emb, vectors = [], [], []
+        for p in self.model.parameters():
+            if id(p) in embeddings:
+                emb.append(p)
+            elif p.ndim >= 2:
+                hidden.append(p)
+            else:
+                vectors.append(p)
+        o = self.optim
+        groups = [
+            {"params": hidden, "lr": o.hidden_lr(self.model.cfg.width), "weight_decay": o.weight_decay},
+            {"params": emb, "lr": o.lr, "weight_decay": o.weight_decay},
+            {"params": vectors, "lr": o.lr, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]],
+            betas=(o.beta1, o.beta2),
+            fused=self.device.type == "cuda",
+        )
+        warmup, total, floor = o.warmup_steps, max(self.max_steps, 1), o.min_lr_ratio
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- evaluation --------------------------------------------------------------------------------
+    def eval_set(self, split: str) -> TaskBatch:
+        if split not in self._eval_sets:
+            self._eval_sets[split] = self.task.eval_batch(split, self.device)
+        return self._eval_sets[split]
+
+    def evaluate(self) -> list[tuple[str, str, str, float]]:
+        """(split, subtask, metric, value) for every split of the task, at the current weights."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = []
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast()):
+                for split in self.task.splits:
+                    scores = evaluate(
+                        self.model,
+                        self.eval_set(split),
+                        self.task.answer_names(split),
+                        self.task.subtask_names,
+                        self.eval_chunk_size,
+                    )
+                    out += [(split, sub, metric, value) for sub, metric, value in scores]
+            return out
+        finally:
+            self.model.train(was_training)
+
+    def _autocast(self) -> bool:
+        return self.device.type == "cuda" and "bf16" in str(self.trainer.precision)
+
+    # ---- checkpoints carry the RNG state, so dropout continues identically after a resume ------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_cpu"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["rng_cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_cpu" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_cpu"])
+        if "rng_cuda" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])

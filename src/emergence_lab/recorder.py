@@ -1,0 +1,117 @@
+"""The callback that turns training into a run folder: evaluations into `results.jsonl`, checkpoints, and a
+clean stop on SIGTERM / SIGUSR1 (SLURM preemption).
+
+Order matters for resuming: at a step that is both an evaluation and a checkpoint step, the rows are written
+before the checkpoint, so a checkpoint at step S always has every row up to S on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from emergence_lab.module import EmergenceModule
+from emergence_lab.results import ResultsWriter
+
+CHECKPOINT = "last.ckpt"
+
+
+class RunRecorder(pl.Callback):
+    def __init__(
+        self,
+        run_dir: Path,
+        static: dict[str, Any],
+        eval_every: int,
+        ckpt_every: int,
+        answer_lens: dict[str, int],
+    ) -> None:
+        self.writer = ResultsWriter(run_dir)
+        self.ckpt_dir = Path(run_dir) / "checkpoints"
+        self.static = static
+        self.eval_every = eval_every
+        self.ckpt_every = ckpt_every
+        self.answer_lens = answer_lens
+        self.stop_signal: int | None = None
+        self._last_eval_step = -1
+        self._previous_handlers: dict[int, Any] = {}
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.ckpt_dir / CHECKPOINT
+
+    # ---- hooks -------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning installs its own SIGTERM handler when fit starts; ours replaces it for the run's length.
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+        if trainer.global_step == 0:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        step = trainer.global_step
+        if step % self.eval_every == 0 or step >= trainer.max_steps:
+            self._evaluate(trainer, pl_module)
+        if self.stop_signal is not None:
+            self._checkpoint(trainer)
+            trainer.should_stop = True
+        elif step % self.ckpt_every == 0 or step >= trainer.max_steps:
+            self._checkpoint(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._last_eval_step != trainer.global_step and self.stop_signal is None:
+            self._evaluate(trainer, pl_module)
+        self._restore_handlers()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exc: BaseException) -> None:
+        self._restore_handlers()
+
+    # ---- work --------------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stop_signal = signum
+
+    def _restore_handlers(self) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers.clear()
+
+    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, EmergenceModule)
+        step = trainer.global_step
+        scores = pl_module.evaluate()
+        self._last_eval_step = step
+        if trainer.global_rank != 0:
+            return
+        world = trainer.world_size
+        tokens = step * pl_module.tokens_per_step * world
+        flops = float(step * pl_module.flops_per_step * world)
+        rows = [
+            {
+                **self.static,
+                "subtask": subtask,
+                "split": split,
+                "metric": metric,
+                "value": value,
+                "step": step,
+                "tokens": tokens,
+                "flops": flops,
+                "answer_len": self.answer_lens[split],
+            }
+            for split, subtask, metric, value in scores
+        ]
+        self.writer.append(rows)
+        for logger in trainer.loggers:
+            logger.log_metrics(
+                {f"{split}/{metric}/{subtask}": value for split, subtask, metric, value in scores}, step=step
+            )
+
+    def _checkpoint(self, trainer: pl.Trainer) -> None:
+        """Save to a temporary file and rename, so a kill mid-save never leaves a torn checkpoint."""
+        tmp = self.ckpt_dir / f".{CHECKPOINT}.tmp"
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.global_rank == 0:
+            os.replace(tmp, self.ckpt_path)
+        trainer.strategy.barrier()

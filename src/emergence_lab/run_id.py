@@ -1,0 +1,57 @@
+"""Stable run ids: a readable prefix plus a hash of the resolved config.
+
+The id ignores everything that does not change what is trained: Hydra's own settings, paths, the logger, the
+sweep's name and the keys listed in `run_id_ignore` (thread counts, the progress bar). The same config
+therefore lands in the same folder every time, which is what lets a rerun of a sweep skip finished runs and
+resume interrupted ones. The id doubles as the run's folder name inside a sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+ALWAYS_IGNORED = ("hydra", "paths", "logger", "sweep", "estimate", "run_id_ignore")
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved part of the config that defines the run."""
+    ignore = set(ALWAYS_IGNORED) | set(cfg.get("run_id_ignore") or [])
+    out: dict[str, Any] = {}
+    for key in cfg:
+        if key in ignore:
+            continue
+        value = cfg[key]
+        if isinstance(value, DictConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+            _drop_dotted(value, key, ignore)
+        out[str(key)] = value
+    return out
+
+
+def _drop_dotted(node: dict[str, Any], prefix: str, ignore: set[str]) -> None:
+    for dotted in ignore:
+        head, _, tail = dotted.partition(".")
+        if head == prefix and tail and tail in node:
+            del node[tail]
+
+
+def run_id(cfg: DictConfig) -> str:
+    """`<task>-w<width>-d<depth>-s<seed>-<hash8>`, e.g. `addition-w32-d2-s0-1a2b3c4d`."""
+    ident = identity(cfg)
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    task = str(cfg.task.get("_target_", "task")).rsplit(".", 1)[-1].lower()
+    return f"{task}-w{cfg.model.width}-d{cfg.model.depth}-s{cfg.seed}-{digest}"
+
+
+def _resolver(*, _root_: DictConfig) -> str:
+    return run_id(_root_)
+
+
+def register_resolvers() -> None:
+    """Make `${run_id:}` available to configs (Hydra's run and sweep folder names use it)."""
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", _resolver, use_cache=False)

@@ -1,0 +1,64 @@
+"""`emergence status <sweep_dir>`: what happened to every run of a sweep."""
+
+from __future__ import annotations
+
+import fcntl
+import sys
+from pathlib import Path
+from typing import Any
+
+ORDER = ("failed", "interrupted", "running", "pending", "completed")
+
+
+def live_status(run_dir: Path, info: dict[str, Any]) -> str:
+    """run.json says "running" also for a run whose process was killed; the run's lock tells them apart."""
+    status = str(info.get("status", "pending"))
+    if status != "running":
+        return status
+    lock = run_dir / ".lock"
+    if not lock.exists():
+        return "interrupted"
+    with open(lock) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "running"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return "interrupted"
+
+
+def _sort_key(state: dict[str, Any]) -> tuple[int, str]:
+    status = state["status"]
+    return (ORDER.index(status) if status in ORDER else len(ORDER), state["run_id"])
+
+
+def status_cli(argv: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from emergence_lab.sweep import run_states
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: emergence status <sweep_dir>", file=sys.stderr)
+        return 2
+    sweep_dir = Path(argv[0])
+    if not sweep_dir.is_dir():
+        print(f"emergence status: no such sweep folder: {sweep_dir}", file=sys.stderr)
+        return 2
+    states = run_states(sweep_dir)
+    if not states:
+        print(f"emergence status: {sweep_dir} holds no runs and no manifest", file=sys.stderr)
+        return 2
+    table = Table(title=str(sweep_dir))
+    for col in ("run", "status", "step", "attempts", "wall time", "reason"):
+        table.add_column(col, overflow="fold")
+    for s in sorted(states, key=_sort_key):
+        step = f"{s.get('step', '-')}/{s.get('max_steps', '-')}"
+        wall = f"{s['wall_time_s']:.0f}s" if s.get("wall_time_s") is not None else "-"
+        reason = str(s.get("reason") or "")
+        table.add_row(s["run_id"], s["status"], step, str(s.get("attempts", 0)), wall, reason)
+    counts = {k: sum(1 for s in states if s["status"] == k) for k in ORDER}
+    console = Console(width=200)
+    console.print(table)
+    console.print("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0

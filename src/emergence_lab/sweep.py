@@ -1,0 +1,295 @@
+"""Sweeps: plan a grid with Hydra's own sweep expansion, validate it, price it, and keep its manifest.
+
+Nothing here schedules jobs: Hydra's launchers (basic, joblib, submitit) do. This module only
+- expands `hydra.sweeper.params` plus command-line sweeps exactly as Hydra's BasicSweeper does,
+- checks every planned run's config before any job starts,
+- writes `<sweep_dir>/manifest.json` and reports the sweep's outcome (a Hydra callback),
+- prints the `--dry-run` cost table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from emergence_lab.results import atomic_write_text, read_run_info
+from emergence_lab.run_id import register_resolvers, run_id
+
+MANIFEST = "manifest.json"
+HYDRA_FLAGS_WITHOUT_RUN = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+}
+# Outcome of the last multirun in this process (read by the CLI for its exit code).
+SWEEP_SUMMARY: dict[str, int] = {}
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    overrides: list[str]
+    task: str
+    width: int
+    depth: int
+    seed: int
+    n_params: int
+    n_params_total: int
+    max_steps: int
+    tokens: int
+    flops: float
+    est_seconds: float
+
+
+# ---- planning ---------------------------------------------------------------------------------------
+def expand(master: DictConfig, task_overrides: list[str]) -> list[list[str]]:
+    """The override list of every job, as Hydra's BasicSweeper would expand it."""
+    params = master.hydra.sweeper.get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(task_overrides)
+    parsed = OverridesParser.create().parse_overrides(lines)
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for job in batches[0]] if batches else [[]]
+
+
+def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
+    """Size, budget and cost of one run, from its composed config; raises ValueError on a bad config."""
+    from hydra.utils import instantiate
+
+    from emergence_lab.budget import Budget
+    from emergence_lab.optim import OptimConfig
+
+    try:
+        task = instantiate(cfg.task)
+        model = instantiate(cfg.model, vocab_size=task.vocab_size, max_seq_len=task.max_seq_len)
+        optim = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))  # type: ignore[arg-type]
+        budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))  # type: ignore[arg-type]
+    except Exception as exc:  # instantiate wraps constructor errors; surface the root cause in one line
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise ValueError(f"{' '.join(overrides) or '(defaults)'}: {root}") from None
+    seq = task.seq_len("train") - 1
+    tokens_per_step = optim.batch_size * seq
+    steps = budget.max_train_steps(model.n_params, tokens_per_step)
+    flops = float(steps * tokens_per_step * model.flops_per_token(seq))
+    t, e = cfg.trainer, cfg.estimate
+    n_evals = steps // int(t.eval_every) + 2
+    answer_len = max(len(task.answer_names(s)) for s in task.splits)
+    eval_passes = n_evals * len(task.splits) * (answer_len + 1)  # greedy decode + teacher forcing
+    eval_flops = eval_passes * task.test_size * seq * 2 * model.n_params_total
+    est = (
+        steps * float(e.step_overhead_s)
+        + eval_passes * float(e.step_overhead_s)
+        + (flops + eval_flops) / float(e.flops_per_s)
+        + float(e.startup_s)
+    )
+    return PlannedRun(
+        run_id=run_id(cfg),
+        overrides=overrides,
+        task=task.name,
+        width=model.width,
+        depth=model.depth,
+        seed=int(cfg.seed),
+        n_params=model.n_params,
+        n_params_total=model.n_params_total,
+        max_steps=steps,
+        tokens=steps * tokens_per_step,
+        flops=flops,
+        est_seconds=round(est, 1),
+    )
+
+
+def plan(config_loader: Any, master: DictConfig, task_overrides: list[str]) -> list[PlannedRun]:
+    runs = []
+    for job in expand(master, task_overrides):
+        cfg = config_loader.load_sweep_config(master, job)
+        runs.append(describe(cfg, job))
+    return runs
+
+
+def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
+    """Compose the config of a command line (without running anything) and plan its jobs."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from emergence_lab.train import CONF_DIR
+
+    register_resolvers()
+    overrides = [a for a in argv if not a.startswith("-")]
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    if not multirun and len(fixed) != len(overrides):
+        raise ValueError("sweep values (a,b or range()) need -m / --multirun")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        master = compose("config", overrides=fixed, return_hydra_config=True)
+        if not multirun:
+            return master, [describe(master, overrides)]
+        return master, plan(GlobalHydra.instance().config_loader(), master, overrides)
+
+
+def validate_overrides(argv: list[str]) -> str | None:
+    """One line describing the first problem with a command line, or None. Nothing is trained."""
+    if any(a.split("=")[0] in HYDRA_FLAGS_WITHOUT_RUN for a in argv):
+        return None
+    try:
+        plan_from_cli(argv)
+    except Exception as exc:
+        return _one_line(exc)
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ---- the manifest and the outcome of a sweep ----------------------------------------------------------
+def write_manifest(sweep_dir: Path, sweep: str, runs: list[PlannedRun]) -> None:
+    """Record every planned run; runs planned by earlier launches into the same folder are kept."""
+    path = sweep_dir / MANIFEST
+    known: dict[str, Any] = {}
+    if path.exists():
+        known = {r["run_id"]: r for r in json.loads(path.read_text()).get("runs", [])}
+    known.update({r.run_id: asdict(r) for r in runs})
+    doc = {"sweep": sweep, "runs": sorted(known.values(), key=lambda r: r["run_id"])}
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+def read_manifest(sweep_dir: Path) -> list[dict[str, Any]]:
+    path = Path(sweep_dir) / MANIFEST
+    return json.loads(path.read_text())["runs"] if path.exists() else []
+
+
+def run_states(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every run of a sweep folder (planned or found), with its status from run.json:
+    completed / running / interrupted / failed / pending (planned, never started)."""
+    from emergence_lab.status import live_status
+
+    planned = read_manifest(sweep_dir)
+    rows: dict[str, dict[str, Any]] = {r["run_id"]: {**r, "status": "pending"} for r in planned}
+    for info_path in sorted(Path(sweep_dir).glob("*/run.json")):
+        info = read_run_info(info_path.parent) or {}
+        rid = info.get("run_id", info_path.parent.name)
+        rows[rid] = {**rows.get(rid, {"run_id": rid}), **info, "status": live_status(info_path.parent, info)}
+    return sorted(rows.values(), key=lambda r: r["run_id"])
+
+
+class SweepCallback(Callback):
+    """Writes the manifest before any job starts and reports the sweep's outcome when it ends."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        register_resolvers()
+        SWEEP_SUMMARY.clear()
+        runs = plan(GlobalHydra.instance().config_loader(), config, list(config.hydra.overrides.task))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        write_manifest(sweep_dir, str(config.sweep), runs)
+        print(f"[sweep] {len(runs)} runs planned in {sweep_dir}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        states = run_states(Path(config.hydra.sweep.dir))
+        counts: dict[str, int] = {}
+        for s in states:
+            counts[s["status"]] = counts.get(s["status"], 0) + 1
+        counts["unfinished"] = sum(v for k, v in counts.items() if k != "completed")
+        SWEEP_SUMMARY.update(counts)
+        summary = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "unfinished")
+        print(f"[sweep] {config.hydra.sweep.dir}: {summary}", flush=True)
+        for s in states:
+            if s["status"] == "failed":
+                print(f"[sweep]   failed {s['run_id']}: {s.get('reason')}", flush=True)
+        if counts["unfinished"]:
+            print("[sweep] rerun the same command to resume unfinished runs", flush=True)
+
+
+# ---- `emergence sweep` ------------------------------------------------------------------------------
+def studies() -> list[str]:
+    from emergence_lab.train import CONF_DIR
+
+    return sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+def sweep_cli(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        print(f"usage: emergence sweep <study> [overrides...] [--dry-run]\nstudies: {', '.join(studies())}")
+        return 2
+    study, rest = argv[0], argv[1:]
+    if study not in studies():
+        choices = ", ".join(studies())
+        print(f"emergence sweep: unknown study {study!r}; choose from {choices}", file=sys.stderr)
+        return 2
+    dry_run = "--dry-run" in rest
+    rest = [a for a in rest if a != "--dry-run"]
+    hydra_argv = ["-m", f"experiment={study}", *rest]
+    if not dry_run:
+        from emergence_lab.train import run_cli
+
+        return run_cli(hydra_argv)
+    try:
+        master, runs = plan_from_cli(hydra_argv)
+    except Exception as exc:
+        print(f"emergence sweep: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    print_plan(runs, f"{study}: {len(runs)} runs -> {master.hydra.sweep.dir}")
+    return 0
+
+
+def print_plan(runs: list[PlannedRun], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_footer=True)
+    total_time = sum(r.est_seconds for r in runs)
+    columns = [
+        ("run", "run_id", "TOTAL"),
+        ("width", "width", ""),
+        ("depth", "depth", ""),
+        ("seed", "seed", ""),
+        ("n_params", "n_params", f"{sum(r.n_params for r in runs):,}"),
+        ("steps", "max_steps", f"{sum(r.max_steps for r in runs):,}"),
+        ("tokens", "tokens", f"{sum(r.tokens for r in runs):.3g}"),
+        ("FLOPs", "flops", f"{sum(r.flops for r in runs):.3g}"),
+        ("est. time", "est_seconds", _duration(total_time)),
+    ]
+    for header, _, footer in columns:
+        table.add_column(header, footer=footer, justify="left" if header == "run" else "right")
+    for r in runs:
+        table.add_row(
+            r.run_id,
+            str(r.width),
+            str(r.depth),
+            str(r.seed),
+            f"{r.n_params:,}",
+            f"{r.max_steps:,}",
+            f"{r.tokens:.3g}",
+            f"{r.flops:.3g}",
+            _duration(r.est_seconds),
+        )
+    Console(width=160).print(table)
+    n_params, tokens, flops = (sum(getattr(r, k) for r in runs) for k in ("n_params", "tokens", "flops"))
+    print(
+        f"TOTAL {len(runs)} runs, {n_params:,} params, {tokens:.3g} tokens, {flops:.3g} FLOPs, "
+        f"est. {_duration(total_time)} serial"
+    )
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,281 @@
+"""`emergence train`: the Hydra application that trains one model into its run folder.
+
+A run folder is the unit of truth: `config.yaml`, `run.json` (status and provenance), `results.jsonl` and
+`checkpoints/last.ckpt`. Running the same config again finds the same folder (see run_id.py): a completed run
+is skipped, an interrupted one resumes from its checkpoint, and a run still held by a live process is left
+alone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from emergence_lab.budget import Budget
+from emergence_lab.model import Transformer, TransformerConfig
+from emergence_lab.module import EmergenceModule
+from emergence_lab.optim import OptimConfig
+from emergence_lab.recorder import RunRecorder
+from emergence_lab.results import (
+    SCHEMA_VERSION,
+    atomic_write_text,
+    git_state,
+    package_versions,
+    read_run_info,
+    write_run_info,
+)
+from emergence_lab.run_id import register_resolvers, run_id
+from emergence_lab.wandb_setup import build_loggers, finish_wandb
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+log = logging.getLogger(__name__)
+
+# Statuses of the runs this process trained in single-run mode; the CLI turns them into an exit code.
+_OUTCOMES: list[str] = []
+
+
+# ---- the Hydra application --------------------------------------------------------------------------
+def train(cfg: DictConfig) -> str:
+    """Train the run described by `cfg` into Hydra's output folder; returns the run's final status."""
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    with _run_lock(run_dir) as acquired:
+        if not acquired:
+            print(f"[skip] {run_dir.name}: another live process holds this run", flush=True)
+            return "running"
+        info = read_run_info(run_dir)
+        if info and info.get("status") == "completed":
+            print(f"[skip] {run_dir.name}: already completed ({run_dir})", flush=True)
+            return "completed"
+        status = _train_locked(cfg, run_dir, info or {}, job_num=hc.job.num if multirun else 0)
+    if status == "failed" and not multirun:
+        raise RuntimeError(f"run failed; see {run_dir / 'run.json'}")
+    return status
+
+
+@contextmanager
+def _run_lock(run_dir: Path):  # type: ignore[no-untyped-def]
+    """An exclusive advisory lock on the run folder; the kernel releases it if the process dies."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_num: int) -> str:
+    started = time.time()
+    rid = run_id(cfg)
+    task = instantiate(cfg.task)
+    model_cfg: TransformerConfig = instantiate(
+        cfg.model, vocab_size=task.vocab_size, max_seq_len=task.max_seq_len
+    )
+    optim = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))  # type: ignore[arg-type]
+    budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))  # type: ignore[arg-type]
+    t = cfg.trainer
+    tokens_per_step = optim.batch_size * (task.seq_len("train") - 1)
+    max_steps = budget.max_train_steps(model_cfg.n_params, tokens_per_step)
+    _set_threads(t.threads)
+    devices = _pin_device(t, job_num)
+
+    pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
+    model = Transformer(model_cfg)
+    module = EmergenceModule(model, task, optim, int(cfg.seed), max_steps, bool(t.compile), t.eval_chunk_size)
+    static = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": rid,
+        "sweep": str(cfg.sweep),
+        "task": task.name,
+        "seed": int(cfg.seed),
+        "width": model_cfg.width,
+        "depth": model_cfg.depth,
+        "n_heads": model_cfg.n_heads,
+        "n_params": model_cfg.n_params,
+        "n_params_total": model_cfg.n_params_total,
+    }
+    answer_lens = {s: len(task.answer_names(s)) for s in task.splits}
+    recorder = RunRecorder(run_dir, static, int(t.eval_every), int(t.ckpt_every), answer_lens)
+    resume = recorder.ckpt_path if recorder.ckpt_path.exists() else None
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+    info: dict[str, Any] = {
+        **{k: static[k] for k in ("schema_version", "run_id", "sweep", "task", "seed", "width", "depth")},
+        "n_heads": model_cfg.n_heads,
+        "n_params": model_cfg.n_params,
+        "n_params_total": model_cfg.n_params_total,
+        "max_steps": max_steps,
+        "tokens_per_step": tokens_per_step,
+        "flops_per_step": module.flops_per_step,
+        "status": "running",
+        "reason": None,
+        "attempts": int(previous.get("attempts", 0)) + 1,
+        "started_at": previous.get("started_at") or _now(),
+        "wall_time_s": float(previous.get("wall_time_s", 0.0)),
+        "device": _device_name(str(t.accelerator)),
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+        "versions": package_versions(),
+        **git_state(),
+    }
+    write_run_info(run_dir, info)
+    if resume is not None:
+        step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"])
+        dropped = recorder.writer.keep_until(step)
+        print(f"[resume] {rid} from step {step} ({dropped} later rows dropped)", flush=True)
+
+    loggers = build_loggers(cfg, run_dir, rid, task.name, static, resolved)
+    status, reason = "failed", None
+    try:
+        trainer = pl.Trainer(
+            accelerator=t.accelerator,
+            devices=devices,
+            strategy=t.strategy,
+            precision=t.precision,
+            max_steps=max_steps,
+            logger=loggers or False,
+            callbacks=_callbacks(recorder, bool(t.progress_bar), bool(loggers)),
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=bool(t.progress_bar),
+            gradient_clip_val=t.grad_clip,
+            log_every_n_steps=int(t.log_every_n_steps),
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            deterministic=t.deterministic,
+            default_root_dir=str(run_dir),
+            plugins=_cluster_plugins(),
+        )
+        trainer.fit(module, ckpt_path=str(resume) if resume else None)
+        if recorder.stop_signal is not None:
+            status, reason = "interrupted", f"signal {recorder.stop_signal}; checkpoint saved"
+        else:
+            status = "completed"
+        info["step"] = trainer.global_step
+    except Exception as exc:  # the run is marked failed with its reason; the sweep goes on
+        reason = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        (run_dir / "error.log").write_text(traceback.format_exc())
+        log.error("run %s failed: %s", rid, reason)
+    finally:
+        finish_wandb(loggers)
+        info.update(
+            status=status,
+            reason=reason,
+            ended_at=_now(),
+            wall_time_s=round(info["wall_time_s"] + time.time() - started, 3),
+        )
+        write_run_info(run_dir, info)
+    print(f"[{status}] {rid} -> {run_dir}" + (f" ({reason})" if reason else ""), flush=True)
+    _OUTCOMES.append(status)
+    return status
+
+
+def _callbacks(recorder: RunRecorder, progress_bar: bool, has_logger: bool) -> list[pl.Callback]:
+    from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+
+    callbacks: list[pl.Callback] = [recorder]
+    if has_logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if progress_bar:
+        callbacks.append(RichProgressBar(leave=True))
+    return callbacks
+
+
+def _cluster_plugins() -> list[Any]:
+    """Under SLURM, the submitit launcher requeues preempted jobs; Lightning must not requeue them too."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return []
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
+def _set_threads(threads: int | str) -> None:
+    """`auto`: the machine's cores shared evenly among the jobs a parallel launcher runs at once."""
+    if threads == "auto":
+        cores = os.cpu_count() or 1
+        launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+        if launcher.get("cpus_per_task"):  # submitit: the cores SLURM gave this job
+            threads = int(launcher.cpus_per_task)
+        else:
+            n_jobs = int(launcher.get("n_jobs") or 1)  # joblib: jobs running side by side
+            threads = max(1, cores // (cores if n_jobs < 0 else n_jobs))
+    torch.set_num_threads(int(threads))
+
+
+def _pin_device(t: DictConfig, job_num: int) -> Any:
+    """With several GPUs visible and a one-device job, a parallel sweep puts job k on GPU k mod n."""
+    if t.accelerator in ("gpu", "cuda") and t.devices == 1 and torch.cuda.device_count() > 1:
+        return [job_num % torch.cuda.device_count()]
+    return t.devices
+
+
+def _device_name(accelerator: str) -> str:
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---- the command line -------------------------------------------------------------------------------
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def _hydra_main(cfg: DictConfig) -> str:
+    return train(cfg)
+
+
+def run_cli(argv: list[str]) -> int:
+    """Run the Hydra app with `argv` as its command line; the exit code reports failed runs."""
+    from emergence_lab.sweep import SWEEP_SUMMARY, validate_overrides
+
+    register_resolvers()
+    error = validate_overrides(argv)
+    if error:
+        print(f"emergence train: {error}", file=sys.stderr)
+        return 2
+    _quiet_duplicate_lightning_logs()
+    saved = sys.argv
+    sys.argv = ["emergence train", *argv]
+    try:
+        _hydra_main()
+    finally:
+        sys.argv = saved
+    if SWEEP_SUMMARY:
+        return 0 if SWEEP_SUMMARY.get("unfinished", 0) == 0 else 1
+    return 0 if all(s in ("completed", "running") for s in _OUTCOMES) else 1
+
+
+def _quiet_duplicate_lightning_logs() -> None:
+    """Lightning attaches its own console handler and also propagates to the root logger that Hydra
+    configures, so every INFO line printed twice; keep only Hydra's."""
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # lightning 2.6 on torch 2.13, harmless
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+    # "GPU available", "Trainer.fit stopped" and an advertisement, once per run of a sweep
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)

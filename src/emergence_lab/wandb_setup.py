@@ -1,0 +1,85 @@
+"""Experiment loggers: wandb (offline unless the user is logged in and asks for online), CSV, or none."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE decides; online without credentials would block on the network, so it falls back."""
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode == "online" and not wandb_logged_in():
+        log.warning("WANDB_MODE=online but no wandb credentials were found; logging offline instead")
+        return "offline"
+    return mode
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def build_loggers(
+    cfg: DictConfig, run_dir: Path, run_id: str, task: str, static: dict[str, Any], resolved: Any
+) -> list[Any]:
+    """Instantiate `cfg.logger` (one Lightning logger or none) and give it a flat config that dashboards
+    can group by: width, depth, n_params, seed, task, sweep, plus every config value under its dotted key."""
+    spec = cfg.get("logger")
+    if not spec or "_target_" not in spec:
+        return []
+    target = str(spec._target_)
+    kwargs: dict[str, Any] = {}
+    if target.endswith("WandbLogger"):
+        mode = wandb_mode()
+        if mode == "disabled":
+            return []
+        sweep = str(cfg.sweep)
+        kwargs = {
+            "mode": mode,
+            "name": run_id,
+            "id": hashlib.sha256(f"{sweep}/{run_id}".encode()).hexdigest()[:16],
+            "group": sweep,
+            "tags": [task],
+            "save_dir": str(run_dir),
+        }
+    else:
+        kwargs = {"save_dir": str(run_dir)}
+    logger = instantiate(spec, **kwargs)
+    hparams = {**flatten({k: v for k, v in resolved.items() if k != "hydra"}), **static}
+    logger.log_hyperparams(hparams)
+    return [logger]
+
+
+def finish_wandb(loggers: list[Any]) -> None:
+    """Always close the wandb run, also after a failure, so offline files are complete."""
+    if not any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
