@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
 from emergence_lab.module import EmergenceModule
 from emergence_lab.results import ResultsWriter
@@ -36,6 +37,8 @@ class RunRecorder(pl.Callback):
         self.ckpt_every = ckpt_every
         self.answer_lens = answer_lens
         self.stop_signal: int | None = None
+        # checking the loss syncs the device, so it happens every few steps and before every checkpoint
+        self.finite_check_every = 10
         self._last_eval_step = -1
         self._previous_handlers: dict[int, Any] = {}
 
@@ -51,8 +54,14 @@ class RunRecorder(pl.Callback):
         if trainer.global_step == 0:
             self._evaluate(trainer, pl_module)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *_: Any
+    ) -> None:
         step = trainer.global_step
+        if step % self.finite_check_every == 0 or step % self.ckpt_every == 0:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            if loss is not None and not torch.isfinite(loss).all():
+                raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}")
         if step % self.eval_every == 0 or step >= trainer.max_steps:
             self._evaluate(trainer, pl_module)
         if self.stop_signal is not None:

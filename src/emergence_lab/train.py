@@ -65,10 +65,7 @@ def train(cfg: DictConfig) -> str:
         if info and info.get("status") == "completed":
             print(f"[skip] {run_dir.name}: already completed ({run_dir})", flush=True)
             return "completed"
-        status = _train_locked(cfg, run_dir, info or {}, job_num=hc.job.num if multirun else 0)
-    if status == "failed" and not multirun:
-        raise RuntimeError(f"run failed; see {run_dir / 'run.json'}")
-    return status
+        return _train_locked(cfg, run_dir, info or {}, job_num=hc.job.num if multirun else 0)
 
 
 @contextmanager
@@ -146,6 +143,8 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
     if resume is not None:
         step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"])
         dropped = recorder.writer.keep_until(step)
+        info["resumed_from_steps"] = [*previous.get("resumed_from_steps", []), step]
+        write_run_info(run_dir, info)
         print(f"[resume] {rid} from step {step} ({dropped} later rows dropped)", flush=True)
 
     loggers = build_loggers(cfg, run_dir, rid, task.name, static, resolved)
