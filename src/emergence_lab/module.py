@@ -7,11 +7,13 @@ loader only ticks. Evaluation is `evaluate()`, called by the RunRecorder callbac
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.throughput import get_available_flops
 
 from emergence_lab.evaluation import evaluate
 from emergence_lab.model import Transformer
@@ -51,6 +53,8 @@ class EmergenceModule(pl.LightningModule):
         # kept out of the module tree so checkpoints hold one copy of the weights
         self._train_forward = torch.compile(model) if compile else model
         self._eval_sets: dict[str, TaskBatch] = {}
+        self._clock: tuple[float, int] | None = None  # (time, step) where the throughput window began
+        self._peak_flops: float | None = None
 
     # ---- training ----------------------------------------------------------------------------------
     def train_dataloader(self) -> _StepTicker:
@@ -68,7 +72,32 @@ class EmergenceModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/tokens", float(done * self.tokens_per_step * world))
         self.log("train/flops", float(done * self.flops_per_step * world))
+        self._log_throughput(done, world)
         return loss
+
+    def _log_throughput(self, done: int, world: int) -> None:
+        """Tokens/s (and MFU on a GPU) over the steps since the last log, evaluation time excluded."""
+        now = time.perf_counter()
+        if self._clock is None:
+            self._clock = (now, done)
+            return
+        start, first = self._clock
+        if done % self.trainer.log_every_n_steps or done == first:
+            return
+        tokens_per_s = (done - first) * self.tokens_per_step * world / (now - start)
+        self.log("train/tokens_per_s", tokens_per_s, prog_bar=True)
+        if self.device.type == "cuda":
+            if self._peak_flops is None:
+                precision = torch.bfloat16 if "bf16" in str(self.trainer.precision) else torch.float32
+                self._peak_flops = get_available_flops(self.device, precision) or 0.0
+            if self._peak_flops:
+                achieved = tokens_per_s / world * self.flops_per_step / self.tokens_per_step
+                self.log("train/mfu", achieved / self._peak_flops)
+        self._clock = (now, done)
+
+    def restart_clock(self) -> None:
+        """Called after an evaluation, so tokens/s measures training alone."""
+        self._clock = None
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         embeddings = {id(self.model.tok_emb.weight)}

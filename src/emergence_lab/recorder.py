@@ -91,6 +91,7 @@ class RunRecorder(pl.Callback):
         assert isinstance(pl_module, EmergenceModule)
         step = trainer.global_step
         scores = pl_module.evaluate()
+        pl_module.restart_clock()
         self._last_eval_step = step
         if trainer.global_rank != 0:
             return
