@@ -1,0 +1,294 @@
+"""Collect every input into one tidy results table.
+
+Inputs may be mixed freely: run folders and sweep folders (searched recursively for `results.jsonl`,
+and for lm-evaluation-harness `*.json`), CSV/Parquet tables in the results schema, single lm-eval JSON
+files, and `wandb:<entity>/<project>[/<group>]` specs. A malformed file or line is skipped with a warning
+that names it; it never stops the collection.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from analysis.console import Console
+from analysis.lm_eval import read_lm_eval
+from analysis.schema import INT_COLUMNS, MIN_COLUMNS, SCHEMA_VERSION, normalise
+
+RESULTS_FILE = "results.jsonl"
+RUN_FILE = "run.json"
+SKIP_DIRS = frozenset({"wandb", "__pycache__", "checkpoints", "lightning_logs", "node_modules"})
+TABLE_SUFFIXES = frozenset({".csv", ".parquet", ".pq"})
+MAX_LINE_WARNINGS = 5
+
+_STR = pa.string()
+JSONL_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int64()),
+        ("run_id", _STR),
+        ("sweep", _STR),
+        ("task", _STR),
+        ("subtask", _STR),
+        ("split", _STR),
+        ("metric", _STR),
+        ("value", pa.float64()),
+        ("step", pa.int64()),
+        ("tokens", pa.int64()),
+        ("flops", pa.float64()),
+        ("seed", pa.int64()),
+        ("width", pa.int64()),
+        ("depth", pa.int64()),
+        ("n_heads", pa.int64()),
+        ("n_params", pa.int64()),
+        ("n_params_total", pa.int64()),
+        ("answer_len", pa.int64()),
+    ]
+)
+_PARSE = pa_json.ParseOptions(explicit_schema=JSONL_SCHEMA, unexpected_field_behavior="ignore")
+
+
+def is_wandb_spec(spec: str) -> bool:
+    return spec.startswith("wandb:")
+
+
+def check_inputs(inputs: list[str]) -> str | None:
+    """The first problem with the inputs, as one line, or None. Cheap: nothing is read."""
+    from analysis.wandb_io import parse_spec
+
+    if not inputs:
+        return "no inputs given"
+    for spec in inputs:
+        if is_wandb_spec(spec):
+            try:
+                parse_spec(spec)
+            except ValueError as exc:
+                return str(exc)
+        elif not Path(spec).exists():
+            return f"input not found: {spec}"
+    return None
+
+
+def collect(
+    inputs: list[str],
+    console: Console,
+    params_map: dict[str, int] | None = None,
+    scale_column: str = "n_params",
+    exclude: Path | None = None,
+) -> pd.DataFrame:
+    """Read every input and return one normalised table (possibly empty)."""
+    frames: list[pd.DataFrame] = []
+    tables: list[pa.Table] = []
+    for spec in inputs:
+        if is_wandb_spec(spec):
+            from analysis.wandb_io import read_wandb
+
+            frame = read_wandb(spec, console)
+            if frame is not None and len(frame):
+                frames.append(frame)
+            continue
+        path = Path(spec)
+        if path.is_dir():
+            run_files, json_files = _walk(path, exclude)
+            for run_file in console.track(run_files, f"reading {len(run_files)} runs", len(run_files)):
+                table = read_results_jsonl(run_file, console)
+                if table is not None:
+                    tables.append(table)
+            for json_file in json_files:
+                frame = read_lm_eval(json_file, console, params_map, quiet_if_foreign=False)
+                if frame is not None:
+                    frames.append(frame)
+        elif path.name.endswith(".jsonl"):
+            table = read_results_jsonl(path, console)
+            if table is not None:
+                tables.append(table)
+        elif path.suffix.lower() in TABLE_SUFFIXES:
+            frame = read_table_file(path, console, scale_column)
+            if frame is not None:
+                frames.append(frame)
+        elif path.suffix.lower() == ".json":
+            frame = read_lm_eval(path, console, params_map, quiet_if_foreign=False)
+            if frame is not None:
+                frames.append(frame)
+        else:
+            console.warn(f"{path}: skipped, not a results.jsonl, CSV, Parquet or lm-eval JSON file")
+    if tables:
+        merged = pa.concat_tables(tables, promote_options="permissive")
+        frames.insert(0, merged.to_pandas())
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return normalise(pd.DataFrame({c: [] for c in MIN_COLUMNS}))
+    if len(frames) == 1:
+        return normalise(frames[0])
+    # Categoricals from different inputs have different categories; plain objects concatenate cleanly.
+    plain = [
+        f.apply(lambda s: s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s) for f in frames
+    ]
+    return normalise(pd.concat(plain, ignore_index=True, sort=False))
+
+
+def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
+    """Run folders' results files and lm-eval JSON candidates under `root`, in a stable order."""
+    exclude_str = str(exclude.resolve()) if exclude is not None else None
+    run_files: list[Path] = []
+    json_files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and d not in SKIP_DIRS
+            and (exclude_str is None or str(Path(dirpath, d).resolve()) != exclude_str)
+        )
+        if RESULTS_FILE in filenames:
+            run_files.append(Path(dirpath, RESULTS_FILE))
+            continue  # a run folder's other JSON files (run.json, ...) are not lm-eval results
+        json_files.extend(
+            Path(dirpath, f) for f in sorted(filenames) if f.endswith(".json") and f != RUN_FILE
+        )
+    return run_files, json_files
+
+
+# ---- results.jsonl ---------------------------------------------------------------------------------
+
+
+def read_results_jsonl(path: Path, console: Console) -> pa.Table | None:
+    """One run's rows. A fast Arrow parse when the file is clean; line by line (with warnings) otherwise."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        console.warn(f"{path}: skipped, cannot read ({exc})")
+        return None
+    table = None
+    if data.strip():
+        try:
+            table = pa_json.read_json(io.BytesIO(data), parse_options=_PARSE)
+        except pa.ArrowInvalid:
+            table = None
+        if table is not None and not _clean(table):
+            table = None
+        if table is None:
+            table = _read_lines(path, data, console)
+    if table is None or table.num_rows == 0:
+        console.warn(f"{path}: no valid rows")
+        return None
+    status = _run_status(path.parent)
+    table = table.append_column("status", pa.array(np.full(table.num_rows, status, dtype=object), _STR))
+    if table.column("run_id").null_count:
+        fill = pc.fill_null(table.column("run_id"), path.parent.name)
+        table = table.set_column(table.schema.get_field_index("run_id"), "run_id", fill)
+    return table
+
+
+def _clean(table: pa.Table) -> bool:
+    for col in ("task", "metric", "value"):
+        if table.column(col).null_count:
+            return False
+    versions = table.column("schema_version")
+    if versions.null_count == table.num_rows:
+        return True
+    return bool(pc.all(pc.equal(versions, SCHEMA_VERSION)).as_py())
+
+
+def _read_lines(path: Path, data: bytes, console: Console) -> pa.Table:
+    rows: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append(f"{path}:{number}: skipped malformed line ({exc.msg})")
+            continue
+        row, problem = _validate_row(obj)
+        if problem:
+            bad.append(f"{path}:{number}: skipped malformed line ({problem})")
+        else:
+            rows.append(row)
+    for message in bad[:MAX_LINE_WARNINGS]:
+        console.warn(message)
+    if len(bad) > MAX_LINE_WARNINGS:
+        console.warn(f"{path}: {len(bad) - MAX_LINE_WARNINGS} more malformed lines skipped")
+    return pa.Table.from_pylist(rows, schema=JSONL_SCHEMA)
+
+
+def _validate_row(obj: Any) -> tuple[dict[str, Any], str | None]:
+    if not isinstance(obj, dict):
+        return {}, "not a JSON object"
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        return {}, f"unsupported schema_version {version!r}"
+    row: dict[str, Any] = {}
+    for field in JSONL_SCHEMA:
+        value = obj.get(field.name)
+        if value is None:
+            if field.name in MIN_COLUMNS:
+                return {}, f"missing {field.name}"
+            row[field.name] = None
+        elif pa.types.is_string(field.type):
+            if not isinstance(value, str | int) or isinstance(value, bool):
+                return {}, f"{field.name} is not a string"
+            row[field.name] = str(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return {}, f"{field.name} is not a number"
+            if field.name in INT_COLUMNS:
+                if not math.isfinite(value) or value != int(value):
+                    return {}, f"{field.name} is not an integer"
+                value = int(value)
+            row[field.name] = value
+    return row, None
+
+
+def _run_status(run_dir: Path) -> str:
+    try:
+        info = json.loads((run_dir / RUN_FILE).read_text())
+        return str(info.get("status") or "unknown")
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
+# ---- CSV / Parquet -----------------------------------------------------------------------------------
+
+
+def read_table_file(path: Path, console: Console, scale_column: str = "n_params") -> pd.DataFrame | None:
+    """A CSV or Parquet table in the results schema: `task, metric, value` plus the scale column."""
+    try:
+        df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # any parser error means a malformed file: skip it, say which
+        console.warn(f"{path}: skipped, cannot read table ({type(exc).__name__}: {exc})")
+        return None
+    missing = [c for c in (*MIN_COLUMNS, scale_column) if c not in df.columns]
+    if missing:
+        console.warn(f"{path}: skipped, missing column(s) {', '.join(missing)}")
+        return None
+    df = df.reset_index(drop=True)
+    value = pd.to_numeric(df["value"], errors="coerce")
+    bad = df["task"].isna() | df["metric"].isna() | value.isna()
+    if bad.any():
+        first_line = 2 if path.suffix.lower() == ".csv" else 1  # CSV line 1 is the header
+        lines = (np.flatnonzero(bad.to_numpy()) + first_line).tolist()
+        shown = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
+        what = "line" if first_line == 2 else "row"
+        console.warn(f"{path}: skipped {len(lines)} malformed {what}(s): {shown}")
+        df = df.loc[~bad].reset_index(drop=True)
+        value = value.loc[~bad].reset_index(drop=True)
+    df["value"] = value
+    defaults = {"subtask": "all", "split": "test", "sweep": path.stem, "status": "unknown"}
+    for col, default in defaults.items():
+        if col not in df.columns:
+            df[col] = default
+    if "run_id" not in df.columns:
+        config = [c for c in ("sweep", "model", "n_params", "width", "depth", "seed") if c in df.columns]
+        df["run_id"] = df[config].astype(str).agg(":".join, axis=1) if config else path.stem
+    return df

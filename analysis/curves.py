@@ -1,0 +1,187 @@
+"""Analyse every curve: fits, threshold with its bootstrap CI, classification, BIG-bench scores, back-test.
+
+One curve is one (task, split, subtask, metric) on the chosen axis (plus the model size on the step axis).
+The result is one row of `thresholds.csv` per curve, and the fitted models, which the figures draw.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.aggregate import curve_keys
+from analysis.classify import Criteria, breakthroughness, classify, linearity, noise_se
+from analysis.console import Console
+from analysis.fit import MODELS, Fit, best_model, bootstrap_thresholds, fit_all
+from analysis.parallel import Workers
+from analysis.schema import metric_kind, unit_range
+
+MIN_VALID_BOOT = 0.5  # a threshold CI needs at least this share of bootstrap refits to succeed
+PARALLEL_MIN_CURVES = 24  # below this, one process is faster than starting a pool
+
+
+@dataclass
+class CurveInput:
+    key: dict[str, Any]
+    higher_is_better: bool
+    u: np.ndarray  # per observation
+    y: np.ndarray  # per observation, original orientation
+    stderr: np.ndarray  # per observation (NaN if unknown)
+    seeds: int
+
+
+@dataclass
+class CurveResult:
+    key: dict[str, Any]
+    sign: float
+    fits: dict[str, Fit]
+    best: str
+    row: dict[str, Any]
+    boot: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def predict(self, u: np.ndarray) -> np.ndarray:
+        """The best fit in the metric's own orientation."""
+        return self.sign * self.fits[self.best].predict(u)
+
+
+def curve_seed(key: dict[str, Any], seed: int) -> int:
+    text = json.dumps({k: str(v) for k, v in key.items()}, sort_keys=True)
+    return (zlib.crc32(text.encode()) ^ seed) & 0x7FFFFFFF
+
+
+def _size_groups(u: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    sizes, inverse = np.unique(u, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse))[:-1]
+    return sizes, np.split(order, bounds)
+
+
+def backtest(u: np.ndarray, y: np.ndarray, sizes: np.ndarray, holdout: int, min_sizes: int) -> dict[str, Any]:
+    """Fit on all but the `holdout` largest sizes (model chosen again by AICc), predict the largest."""
+    out: dict[str, Any] = {"backtest_x": np.nan, "backtest_model": None, "backtest_pred": np.nan}
+    out |= {"backtest_actual": np.nan, "backtest_error": np.nan}
+    if holdout < 1 or len(sizes) - holdout < 3:
+        return out
+    train = u < sizes[-holdout]
+    fits = fit_all(u[train], y[train], min_sizes)
+    model = best_model(fits)
+    pred = float(fits[model].predict(np.array([sizes[-1]]))[0])
+    actual = float(y[u == sizes[-1]].mean())
+    out |= {"backtest_x": 10 ** sizes[-1], "backtest_model": model, "backtest_pred": pred}
+    out |= {"backtest_actual": actual, "backtest_error": pred - actual}
+    return out
+
+
+def analyse_curve(item: CurveInput, criteria: Criteria, n_boot: int, seed: int, holdout: int) -> CurveResult:
+    sign = 1.0 if item.higher_is_better else -1.0
+    y = sign * item.y
+    sizes, groups = _size_groups(item.u)
+    means = np.array([y[g].mean() for g in groups])
+    counts = np.array([len(g) for g in groups])
+    stds = np.array([y[g].std(ddof=1) if len(g) > 1 else np.nan for g in groups])
+    stderr = np.array(
+        [np.nanmedian(item.stderr[g]) if np.isfinite(item.stderr[g]).any() else np.nan for g in groups]
+    )
+    metric = str(item.key["metric"])
+    row: dict[str, Any] = dict(item.key)
+    row |= {"n_points": len(sizes), "n_seeds": item.seeds, "n_obs": len(y)}
+    row |= {"higher_is_better": item.higher_is_better, "kind": metric_kind(metric)}
+    row |= {"x_min": 10 ** sizes[0], "x_max": 10 ** sizes[-1]}
+    if len(sizes) < 2:
+        row |= {
+            "classification": "absent",
+            "emergent": False,
+            "best_fit": None,
+            "reason": "fewer than 2 sizes",
+        }
+        return CurveResult(item.key, sign, {}, "", row)
+    fits = fit_all(item.u, y, criteria.min_sizes)
+    best = best_model(fits)
+    dof = max(len(y) - len(fits[best].params), 1)
+    se = noise_se(counts, stds, stderr, float(np.sqrt(fits[best].rss / dof)))
+    verdict = classify(sizes, means, fits, best, se, unit_range(metric), criteria)
+    boot = np.empty(0)
+    threshold = low = high = np.nan
+    if best != "linear" and verdict.label != "absent":
+        threshold = fits[best].threshold
+        boot = bootstrap_thresholds(fits[best], item.u, y, groups, n_boot, curve_seed(item.key, seed))
+        if n_boot and np.isfinite(boot).mean() >= MIN_VALID_BOOT:
+            low, high = np.nanpercentile(boot, [2.5, 97.5])
+    row |= {
+        "classification": verdict.label,
+        "emergent": verdict.label == "emergent",
+        "threshold": 10**threshold,
+        "threshold_low": 10**low,
+        "threshold_high": 10**high,
+        "sharpness_decades": verdict.sharpness if np.isfinite(verdict.sharpness) else np.nan,
+        "breakthroughness": breakthroughness(means),
+        "linearity": linearity(sizes, means),
+        "best_fit": best,
+        "rise": verdict.rise,
+        "noise_se": verdict.noise_se,
+        "floor": sign * verdict.floor,
+        "rise_start": 10**verdict.u10,
+        "rise_end": 10**verdict.u90,
+        "plateau_sizes": verdict.plateau_sizes,
+        **{f"aicc_{m}": fits[m].aicc if m in fits else np.nan for m in MODELS},
+        "reason": verdict.reason,
+    }
+    bt = backtest(item.u, y, sizes, holdout, criteria.min_sizes)
+    for k in ("backtest_pred", "backtest_actual", "backtest_error"):
+        bt[k] = sign * bt[k]
+    row |= bt
+    return CurveResult(item.key, sign, fits, best, row, boot)
+
+
+def _inputs(obs: pd.DataFrame, x: str, directions: dict[str, bool]) -> list[CurveInput]:
+    keys = curve_keys(x)
+    items = []
+    for key_values, group in obs.groupby(keys, observed=True, sort=True, dropna=False):
+        key = dict(zip(keys, key_values, strict=True))
+        stderr = group["stderr"].to_numpy(dtype=float) if "stderr" in group else np.full(len(group), np.nan)
+        seeds = (
+            group["seed"].nunique() if group["seed"].notna().any() else int(group.groupby("x").size().max())
+        )
+        items.append(
+            CurveInput(
+                key=key,
+                higher_is_better=directions.get(str(key["metric"]), True),
+                u=group["u"].to_numpy(dtype=float),
+                y=group["value"].to_numpy(dtype=float),
+                stderr=stderr,
+                seeds=int(seeds),
+            )
+        )
+    return items
+
+
+def analyse_curves(
+    obs: pd.DataFrame,
+    x: str,
+    directions: dict[str, bool],
+    criteria: Criteria,
+    console: Console,
+    n_boot: int = 200,
+    seed: int = 0,
+    holdout: int = 1,
+    workers: Workers | None = None,
+) -> tuple[pd.DataFrame, list[CurveResult]]:
+    """The thresholds table (one row per curve) and every curve's fits. Deterministic for any number of
+    workers: each curve's bootstrap is seeded from its own key."""
+    items = _inputs(obs, x, directions) if len(obs) else []
+    work = partial(analyse_curve, criteria=criteria, n_boot=n_boot, seed=seed, holdout=holdout)
+    if workers is not None and workers.jobs > 1 and len(items) >= PARALLEL_MIN_CURVES and n_boot:
+        console.info(f"fitting {len(items)} curves on {workers.jobs} processes")
+        results = workers.map(work, items, PARALLEL_MIN_CURVES)
+    else:
+        results = [work(item) for item in console.track(items, f"fitting {len(items)} curves", len(items))]
+    table = pd.DataFrame([r.row for r in results])
+    if len(table):
+        table.insert(len(curve_keys(x)), "x", x)
+    return table, results

@@ -1,0 +1,192 @@
+"""The analysis, end to end: tidy table -> points, fits, classification, metric check -> files.
+
+`emergence analyze` collects the inputs, writes `results.parquet` (with the analysis options and the
+collection warnings in its metadata) and then runs `build` on the table read back from that file;
+`emergence figures` runs the same `build` on the same file. So both give identical outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from analysis.aggregate import aggregate, observations
+from analysis.classify import Criteria
+from analysis.console import Console
+from analysis.curves import CurveResult, analyse_curves
+from analysis.figures import FigureData, draw_all
+from analysis.metric_check import CheckOptions, metric_check
+from analysis.parallel import Workers
+from analysis.report import build_blocks, write_report
+from analysis.schema import metric_directions, normalise
+
+RESULTS_PARQUET = "results.parquet"
+RESULTS_CSV = "results.csv"
+META_KEY = b"emergence_analysis"
+
+
+@dataclass
+class Options:
+    x: str = "n_params"
+    criteria: Criteria = field(default_factory=Criteria)
+    check: CheckOptions = field(default_factory=CheckOptions)
+    n_boot_points: int = 1000
+    n_boot_fit: int = 200
+    seed: int = 0
+    holdout: int = 1
+    phase_metric: str | None = None
+    command: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Options:
+        raw = json.loads(text)
+        crit = Criteria(**raw.pop("criteria", {}))
+        check = CheckOptions(**raw.pop("check", {}))
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(criteria=crit, check=check, **known)
+
+
+@dataclass
+class Analysis:
+    table: pd.DataFrame
+    options: Options
+    obs: pd.DataFrame
+    points: pd.DataFrame
+    thresholds: pd.DataFrame
+    curves: list[CurveResult]
+    metric_check: pd.DataFrame
+
+
+def write_results(table: pd.DataFrame, out_dir: Path, options: Options, warnings: list[str]) -> list[Path]:
+    """results.parquet (options and collection warnings in its metadata) and results.csv."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    meta = {"options": json.loads(options.to_json()), "warnings": warnings}
+    arrow = arrow.replace_schema_metadata(
+        {**(arrow.schema.metadata or {}), META_KEY: json.dumps(meta).encode()}
+    )
+    parquet, csv = out_dir / RESULTS_PARQUET, out_dir / RESULTS_CSV
+    pq.write_table(arrow, parquet)
+    plain = pa.table(
+        {
+            name: col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col
+            for name, col in zip(arrow.column_names, arrow.columns, strict=True)
+        }
+    )
+    pa_csv.write_csv(plain, csv)
+    return [parquet, csv]
+
+
+def read_results(path: Path) -> tuple[pd.DataFrame, Options, list[str]]:
+    arrow = pq.read_table(path)
+    raw = (arrow.schema.metadata or {}).get(META_KEY)
+    meta = json.loads(raw) if raw else {}
+    options = Options.from_json(json.dumps(meta.get("options", {})))
+    return normalise(arrow.to_pandas()), options, list(meta.get("warnings", []))
+
+
+def analyse(
+    table: pd.DataFrame, options: Options, console: Console, workers: Workers | None = None
+) -> Analysis:
+    directions = metric_directions(table) if len(table) else {}
+    obs = observations(table, options.x, console)
+    points = aggregate(obs, options.x, options.n_boot_points, options.seed)
+    thresholds, curves = analyse_curves(
+        obs,
+        options.x,
+        directions,
+        options.criteria,
+        console,
+        options.n_boot_fit,
+        options.seed,
+        options.holdout,
+        workers,
+    )
+    check = metric_check(thresholds, obs, options.x, directions, options.check)
+    return Analysis(table, options, obs, points, thresholds, curves, check)
+
+
+def summary(analysis: Analysis) -> dict[str, Any]:
+    t = analysis.table
+    out: dict[str, Any] = {"command": analysis.options.command, "rows": len(t)}
+    for col, label in (("run_id", "runs"), ("task", "tasks"), ("sweep", "sweeps")):
+        if col in t.columns:
+            out[label] = int(t[col].nunique())
+    out["scale axis (--x)"] = analysis.options.x
+    out["curves fitted"] = len(analysis.thresholds)
+    if len(analysis.thresholds):
+        counts = analysis.thresholds["classification"].value_counts()
+        for label in ("emergent", "smooth", "absent"):
+            out[label] = int(counts.get(label, 0))
+    if "n_params_nominal" in t.columns and t["n_params_nominal"].fillna(False).astype(bool).any():
+        out["note"] = "some parameter counts are nominal (parsed from model names)"
+    return out
+
+
+def build(
+    table: pd.DataFrame,
+    out_dir: Path,
+    options: Options,
+    console: Console,
+    collect_warnings: list[str],
+    figures: bool = True,
+    jobs: int | None = None,
+) -> tuple[Analysis, list[Path]]:
+    """Analyse the table and write thresholds.csv, points.csv, metric_check.csv, figures and the report."""
+    before = len(console.warnings)
+    with Workers(jobs) as workers:
+        analysis, paths, figure_paths = _build(table, out_dir, options, console, figures, workers)
+    warnings = collect_warnings + console.warnings[before:]
+    blocks = build_blocks(
+        analysis.thresholds,
+        analysis.metric_check,
+        figure_paths,
+        out_dir,
+        summary(analysis),
+        options.criteria,
+        warnings,
+    )
+    return analysis, paths + figure_paths + write_report(blocks, out_dir)
+
+
+def _build(
+    table: pd.DataFrame, out_dir: Path, options: Options, console: Console, figures: bool, workers: Workers
+) -> tuple[Analysis, list[Path], list[Path]]:
+    analysis = analyse(table, options, console, workers)
+    paths = []
+    for name, df in (
+        ("thresholds.csv", analysis.thresholds),
+        ("points.csv", analysis.points),
+        ("metric_check.csv", analysis.metric_check),
+    ):
+        path = out_dir / name
+        df.to_csv(path, index=False, float_format="%.10g")
+        paths.append(path)
+    figure_paths: list[Path] = []
+    if figures:
+        data = FigureData(
+            analysis.table,
+            options.x,
+            analysis.obs,
+            analysis.points,
+            analysis.thresholds,
+            analysis.curves,
+            analysis.metric_check,
+            options.phase_metric,
+        )
+        figure_paths = draw_all(data, out_dir, workers)
+    return analysis, paths, figure_paths
+
+
+def with_command(options: Options, command: str) -> Options:
+    return replace(options, command=command)

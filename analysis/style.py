@@ -1,0 +1,115 @@
+"""One figure style for every plot, and saving that gives identical bytes on every run.
+
+Figures are built on `matplotlib.figure.Figure` (no pyplot, no global state, Agg rendering). Dates and
+tool versions are stripped from the PNG/PDF/SVG metadata and the SVG id salt is fixed, so a rerun on the
+same data rewrites byte-identical files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+from cycler import cycler
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies, and in greyscale by order.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+SEQUENTIAL = "viridis"
+FORMATS = ("png", "pdf", "svg")
+PANEL_W, PANEL_H = 3.2, 2.6
+
+RC = {
+    "font.family": "DejaVu Sans",
+    "font.size": 8.5,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 8.5,
+    "legend.fontsize": 7.5,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "axes.prop_cycle": cycler(color=PALETTE),
+    "lines.linewidth": 1.4,
+    "lines.markersize": 3.5,
+    "legend.frameon": False,
+    "savefig.dpi": 150,
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+    "svg.fonttype": "none",
+    "svg.hashsalt": "emergence-lab",
+    "path.simplify": True,
+}
+
+METADATA = {
+    "png": {"Software": None},
+    "pdf": {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None},
+    "svg": {"Creator": None, "Date": None},
+}
+
+X_LABELS = {
+    "n_params": "non-embedding parameters",
+    "flops": "training FLOPs",
+    "tokens": "training tokens",
+    "width": "width (d_model)",
+    "depth": "depth (layers)",
+    "step": "training step",
+}
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _log_label(value: float, _pos: int) -> str:
+    # Unicode superscripts instead of mathtext: the same look, a fraction of the drawing time.
+    if not value > 0:
+        return ""
+    exponent = int(np.floor(np.log10(value) + 1e-9))
+    mantissa = value / 10.0**exponent
+    power = "10" + str(exponent).translate(_SUPERSCRIPT)
+    return power if abs(mantissa - 1) < 1e-6 else f"{mantissa:.3g}·{power}"
+
+
+def log_x(ax, label: str, lo: float | None = None, hi: float | None = None) -> None:
+    """A log10 x axis without minor ticks; decades are labelled, and 2x and 5x too when the data span
+    less than two decades (pass the data range as lo, hi)."""
+    ax.set_xscale("log")
+    narrow = lo is not None and hi is not None and lo > 0 and np.log10(hi / lo) < 2
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,), numticks=9))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(_log_label))
+    ax.set_xlabel(label)
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    with mpl.rc_context(RC):
+        yield
+
+
+def new_figure(n_panels: int, max_cols: int = 3, sharex: bool = False) -> tuple[Figure, list]:
+    cols = max(1, min(n_panels, max_cols))
+    rows = max(1, -(-n_panels // cols))
+    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex).ravel().tolist()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def save(fig: Figure, base: Path) -> list[Path]:
+    """Write base.png, base.pdf and base.svg; returns the paths."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FORMATS:
+        path = base.with_suffix(f".{fmt}")
+        fig.savefig(path, format=fmt, metadata=METADATA[fmt])
+        paths.append(path)
+    return paths

@@ -1,0 +1,141 @@
+"""Fits, thresholds and classification on synthetic curves with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_helpers import curve_table, flat, linear, sigmoid, sizes
+
+from analysis.classify import Criteria, breakthroughness, linearity
+from analysis.console import Console
+from analysis.fit import best_model, fit_all, fit_linear, fit_nonlinear
+from analysis.pipeline import Options, analyse
+from analysis.schema import normalise
+
+
+def thresholds_of(df: pd.DataFrame, n_boot: int = 200, **criteria) -> pd.DataFrame:
+    options = Options(criteria=Criteria(**criteria), n_boot_fit=n_boot, n_boot_points=200)
+    return analyse(normalise(df), options, Console(quiet=True)).thresholds
+
+
+@pytest.mark.parametrize("u0", [5.0, 5.8, 6.5])
+def test_sigmoid_midpoint_found_within_015_decades_and_ci_covers_truth(u0: float) -> None:
+    df = curve_table(sizes(), sigmoid(0.0, 0.9, u0, 8.0), seeds=3, noise=0.03, seed=int(u0 * 10))
+    row = thresholds_of(df).iloc[0]
+    assert row["classification"] == "emergent"
+    assert bool(row["emergent"]) is True
+    assert row["best_fit"] in ("sigmoid", "hinge")
+    assert abs(np.log10(row["threshold"]) - u0) < 0.15
+    assert row["threshold_low"] <= 10**u0 <= row["threshold_high"]
+    assert row["threshold_high"] / row["threshold_low"] < 10  # a CI that says something
+    # 10%-90% of a logistic with slope k per decade takes 2 ln 9 / k decades
+    assert row["sharpness_decades"] == pytest.approx(2 * np.log(9) / 8.0, rel=0.35)
+    assert row["n_points"] == 13 and row["n_seeds"] == 3 and row["n_obs"] == 39
+
+
+def test_lower_is_better_metric_is_oriented() -> None:
+    df = curve_table(sizes(), sigmoid(0.9, 0.05, 6.0, 8.0), noise=0.02, metric="edit_distance", seed=3)
+    row = thresholds_of(df).iloc[0]
+    assert not row["higher_is_better"]
+    assert row["classification"] == "emergent"
+    assert abs(np.log10(row["threshold"]) - 6.0) < 0.15
+    assert row["rise"] == pytest.approx(0.85, abs=0.1)  # the rise is an improvement, so positive
+    assert row["floor"] == pytest.approx(0.9, abs=0.05)  # in the metric's own units
+
+
+def test_linear_curve_is_smooth_not_emergent() -> None:
+    df = curve_table(sizes(), linear(-0.8, 0.2), noise=0.02, seed=1)
+    row = thresholds_of(df).iloc[0]
+    assert row["classification"] == "smooth"
+    assert not row["emergent"]
+    assert row["breakthroughness"] == pytest.approx(12, rel=0.3)  # a steady rise: ~ the number of steps
+    assert np.isnan(row["threshold"]) or row["best_fit"] != "linear"
+
+
+def test_flat_curve_at_chance_is_absent() -> None:
+    df = curve_table(sizes(), flat(0.25), noise=0.02, seed=2)
+    row = thresholds_of(df).iloc[0]
+    assert row["classification"] == "absent"
+    assert np.isnan(row["threshold"])
+
+
+def test_saturating_rise_is_smooth() -> None:
+    df = curve_table(sizes(), lambda u: 0.95 - 0.85 * 10.0 ** (-(u - 4.0)), noise=0.02, seed=4)
+    row = thresholds_of(df).iloc[0]
+    assert row["classification"] == "smooth"
+    assert "before the rise" in row["reason"]
+
+
+def test_noise_is_never_called_emergent() -> None:
+    frames = [
+        curve_table(sizes(4, 8, 9), flat(0.3), noise=0.05, seed=100 + i, task=f"noise{i}", clip=None)
+        for i in range(12)
+    ]
+    table = thresholds_of(pd.concat(frames), n_boot=0)
+    assert len(table) == 12
+    assert not table["emergent"].any()
+    assert (table["classification"] == "absent").mean() >= 0.75
+
+
+def test_few_sizes_are_never_emergent() -> None:
+    df = curve_table(np.array([5.0, 5.5, 6.0, 6.5]), sigmoid(0.0, 1.0, 6.2, 20.0), noise=0.01)
+    row = thresholds_of(df).iloc[0]
+    assert row["classification"] == "smooth"
+    assert "only 4 sizes" in row["reason"]
+    assert row["best_fit"] == "linear"  # the 4-parameter models need 5 sizes
+
+
+def test_sharpness_criterion_is_configurable() -> None:
+    df = curve_table(sizes(), sigmoid(0.0, 0.9, 6.0, 3.0), noise=0.02, seed=5)  # 10-90% in 1.46 decades
+    assert thresholds_of(df, n_boot=0).iloc[0]["classification"] == "smooth"
+    assert thresholds_of(df, n_boot=0, max_sharpness=2.0).iloc[0]["classification"] == "emergent"
+
+
+def test_hinge_breakpoint_recovered() -> None:
+    u = np.repeat(sizes(4, 8, 17), 2)
+    y = np.where(u < 6.0, 0.1, 0.1 + 0.35 * (u - 6.0)) + np.random.default_rng(0).normal(0, 0.01, len(u))
+    fit = fit_nonlinear("hinge", u, y)
+    assert fit is not None
+    assert fit.threshold == pytest.approx(6.0, abs=0.1)
+    assert fit.params[2] == pytest.approx(0.35, abs=0.05)
+    fits = fit_all(u, y, min_sizes=5)
+    assert best_model(fits) == "hinge"
+
+
+def test_aicc_prefers_line_for_linear_data() -> None:
+    u = np.repeat(sizes(), 3)
+    y = 0.1 * u + np.random.default_rng(1).normal(0, 0.02, len(u))
+    fits = fit_all(u, y, min_sizes=5)
+    assert set(fits) == {"linear", "sigmoid", "hinge"}
+    assert fits["linear"].aicc < fits["sigmoid"].aicc
+    line = fit_linear(u, y)
+    assert line.params[1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_breakthroughness_and_linearity_values() -> None:
+    steady = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    jump = np.array([0.0, 0.01, 0.02, 0.03, 1.0])
+    u = np.arange(5.0)
+    assert breakthroughness(steady) == pytest.approx(4.0)
+    assert breakthroughness(jump) == pytest.approx(100.0)
+    assert breakthroughness(steady[::-1]) == pytest.approx(-4.0)  # getting worse is negative
+    assert linearity(u, steady) == pytest.approx(1.0)
+    assert linearity(u, jump) == pytest.approx(1.0 / (np.sqrt(0.0003 + 0.9409) * 2.0))
+
+
+def test_backtest_predicts_the_largest_size() -> None:
+    df = curve_table(sizes(), linear(-0.8, 0.2), noise=0.01, seed=6)
+    row = thresholds_of(df, n_boot=0).iloc[0]
+    assert row["backtest_x"] == pytest.approx(1e8, rel=1e-6)
+    assert row["backtest_actual"] == pytest.approx(0.8, abs=0.03)
+    assert abs(row["backtest_error"]) < 0.05
+    emergent = curve_table(sizes(), sigmoid(0.0, 1.0, 7.6, 10.0), noise=0.01, seed=7)
+    row = thresholds_of(emergent, n_boot=0).iloc[0]
+    assert abs(row["backtest_error"]) > 0.2  # a jump at the last sizes is not predictable from before it
+
+
+def test_thresholds_are_deterministic() -> None:
+    df = curve_table(sizes(), sigmoid(0.0, 0.9, 6.0, 8.0), noise=0.03, seed=8)
+    a, b = thresholds_of(df, n_boot=50), thresholds_of(df, n_boot=50)
+    pd.testing.assert_frame_equal(a, b)
