@@ -126,8 +126,10 @@ def draw_task(item: tuple[FigureData, str], out_dir: Path) -> list[Path]:
         for kind, draw in drawers:
             fig = draw()
             if fig is not None:
-                fig.draw_without_rendering()  # run the layout once, not once per format
-                fig.set_layout_engine("none")
+                # Run the layout once, then freeze it: with no layout engine, savefig draws each format
+                # once instead of twice.
+                fig.draw_without_rendering()
+                fig.set_layout_engine(None)
                 paths += save(fig, out_dir / "figures" / f"{kind}_{name}")
     return paths
 

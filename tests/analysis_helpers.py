@@ -65,11 +65,15 @@ def flat(level: float):
     return lambda u: np.full_like(u, level, dtype=float)
 
 
-def power_law_tokens(u: np.ndarray, length: int, alpha: float = 2.0, e0: float = 0.9, uc: float = 4.0):
-    """Per-token accuracy whose error falls as a power law of size, and exact match = its L-th power."""
-    err = np.minimum(e0, e0 * 10.0 ** (-alpha * (u - uc)))
-    token = 1.0 - err
-    return token, token**length
+def power_law_tokens(length: int, alpha: float = 2.0, uc: float = 5.5):
+    """Schaeffer et al.'s mirage: per-token cross-entropy falls as a power law of size,
+    CE = 10^(-alpha (u - uc)); per-token accuracy is exp(-CE), exact match its L-th power.
+    Returns (token_accuracy(u), exact_match(u))."""
+
+    def token(u: np.ndarray) -> np.ndarray:
+        return np.exp(-(10.0 ** (-alpha * (u - uc))))
+
+    return token, (lambda u: token(u) ** length)
 
 
 def write_jsonl(path: Path, rows: list[dict], extra_lines: list[str] = ()) -> Path:
@@ -108,3 +112,14 @@ def png_pixels(path: Path) -> np.ndarray:
     import matplotlib.image as mpimg
 
     return mpimg.imread(path)
+
+
+def small_sweep(root: Path) -> Path:
+    """A small synthetic sweep of run folders (one task, two splits, 10 sizes, 2 seeds, 3 evaluations)."""
+    from analysis.synthetic import synthetic_table, write_run_folders
+
+    df = synthetic_table(
+        widths=(16, 32, 64, 128, 256), depths=(1, 2), seeds=2, steps=(0, 500, 1000), splits=("test", "ood")
+    )
+    write_run_folders(df, root)
+    return root

@@ -1,0 +1,243 @@
+"""Collecting run folders, sweep folders, CSV/Parquet tables and wandb runs into one tidy table."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_helpers import schema_row, write_jsonl
+
+from analysis.aggregate import aggregate, final_rows, observations
+from analysis.collect import collect
+from analysis.console import Console
+from analysis.schema import normalise
+
+
+def run_rows(
+    run_id: str, n_params: int, steps=(0, 100, 200), seed: int = 0, value=lambda s: s / 1000
+) -> list[dict]:
+    return [
+        schema_row(run_id=run_id, n_params=n_params, step=s, seed=seed, metric=m, value=value(s))
+        for s in steps
+        for m in ("exact_match", "token_accuracy")
+    ]
+
+
+def test_sweep_folder_is_searched_recursively_and_status_recorded(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    write_jsonl(sweep / "a" / "results.jsonl", run_rows("a", 1000))
+    (sweep / "a" / "run.json").write_text(json.dumps({"status": "completed"}))
+    write_jsonl(sweep / "nested" / "b" / "results.jsonl", run_rows("b", 2000, seed=1))
+    (sweep / "nested" / "b" / "run.json").write_text(json.dumps({"status": "failed", "reason": "nan"}))
+    console = Console(quiet=True)
+    df = collect([str(sweep)], console)
+    assert len(df) == 12
+    assert console.warnings == []
+    assert sorted(df["run_id"].astype(str).unique()) == ["a", "b"]
+    status = df.groupby("run_id", observed=True)["status"].first().astype(str).to_dict()
+    assert status == {"a": "completed", "b": "failed"}  # rows of failed runs are kept, with their status
+    assert df["value"].dtype == np.float64
+    assert str(df["step"].dtype) == "Int64"
+
+
+def test_malformed_lines_are_skipped_with_a_warning_naming_file_and_line(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "run" / "results.jsonl",
+        run_rows("r", 1000),
+        extra_lines=[
+            "not json at all\n",
+            json.dumps(schema_row(value="high")) + "\n",
+            json.dumps({k: v for k, v in schema_row().items() if k != "metric"}) + "\n",
+            json.dumps(schema_row(schema_version=2)) + "\n",
+            '{"schema_version": 1, "run_id": "r", "task": "addi',  # torn last line after a crash
+        ],
+    )
+    console = Console(quiet=True)
+    df = collect([str(tmp_path)], console)
+    assert len(df) == 6
+    text = "\n".join(console.warnings)
+    for line in (7, 8, 9, 10, 11):
+        assert f"{path}:{line}:" in text
+    assert "value is not a number" in text and "missing metric" in text and "schema_version 2" in text
+
+
+def test_empty_and_unreadable_inputs_warn(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "results.jsonl").write_text("")
+    (tmp_path / "notes.txt").write_text("hello")
+    console = Console(quiet=True)
+    df = collect([str(tmp_path / "empty"), str(tmp_path / "notes.txt")], console)
+    assert df.empty
+    assert any("no valid rows" in w for w in console.warnings)
+    assert any("notes.txt" in w for w in console.warnings)
+
+
+def test_csv_and_parquet_with_minimum_columns(tmp_path: Path) -> None:
+    minimal = pd.DataFrame(
+        {
+            "task": ["t"] * 4,
+            "metric": ["exact_match"] * 4,
+            "value": [0.0, 0.1, 0.9, 1.0],
+            "n_params": [1e4, 1e5, 1e6, 1e7],
+        }
+    )
+    minimal.to_csv(tmp_path / "min.csv", index=False)
+    minimal.assign(task="u").to_parquet(tmp_path / "min.parquet")
+    console = Console(quiet=True)
+    df = collect([str(tmp_path / "min.csv"), str(tmp_path / "min.parquet")], console)
+    assert len(df) == 8
+    assert set(df["subtask"].astype(str)) == {"all"} and set(df["split"].astype(str)) == {"test"}
+    obs = observations(df, "n_params", console)
+    assert len(obs) == 8  # no step column: every row is final
+    assert console.warnings == []
+
+
+def test_table_missing_columns_or_values_is_reported(tmp_path: Path) -> None:
+    pd.DataFrame({"task": ["t"], "value": [1.0], "n_params": [10]}).to_csv(
+        tmp_path / "nometric.csv", index=False
+    )
+    pd.DataFrame(
+        {"task": ["t", "t", None], "metric": ["m"] * 3, "value": [1.0, "x", 2.0], "n_params": [1, 2, 3]}
+    ).to_csv(tmp_path / "badrows.csv", index=False)
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    console = Console(quiet=True)
+    df = collect([str(tmp_path / p) for p in ("nometric.csv", "badrows.csv", "broken.parquet")], console)
+    assert len(df) == 1
+    text = "\n".join(console.warnings)
+    assert "nometric.csv: skipped, missing column(s) metric" in text
+    assert "badrows.csv: skipped 2 malformed line(s): 3, 4" in text
+    assert "broken.parquet: skipped, cannot read table" in text
+
+
+def test_scale_column_follows_x(tmp_path: Path) -> None:
+    pd.DataFrame({"task": ["t"], "metric": ["m"], "value": [1.0], "flops": [1e12]}).to_csv(
+        tmp_path / "f.csv", index=False
+    )
+    console = Console(quiet=True)
+    assert collect([str(tmp_path / "f.csv")], console).empty
+    assert len(collect([str(tmp_path / "f.csv")], Console(quiet=True), scale_column="flops")) == 1
+
+
+def test_final_rows_take_the_largest_step_per_run() -> None:
+    rows = run_rows("a", 1000) + run_rows("b", 1000, steps=(0, 100), seed=1)
+    rows.append(schema_row(run_id="a", step=300, metric="exact_match", value=0.9))  # a partial later eval
+    df = normalise(pd.DataFrame(rows))
+    final = final_rows(df)
+    got = {(r.run_id, r.metric): (r.step, r.value) for r in final.itertuples()}
+    assert got[("a", "exact_match")] == (300, 0.9)
+    assert got[("a", "token_accuracy")] == (200, 0.2)
+    assert got[("b", "exact_match")] == (100, 0.1)
+    obs = observations(df, "step", Console(quiet=True))
+    assert (obs["x"] > 0).all() and len(obs) == len(df) - 4  # every step except step 0
+
+
+def test_aggregate_mean_std_seeds_and_bootstrap_ci() -> None:
+    values = [0.1, 0.2, 0.3, 0.6]
+    rows = [schema_row(run_id=f"r{i}", seed=i, value=v) for i, v in enumerate(values)]
+    rows.append(schema_row(run_id="big", n_params=10**6, value=0.5))
+    df = normalise(pd.DataFrame(rows))
+    df["stderr"] = np.where(df["run_id"].astype(str) == "big", 0.05, np.nan)
+    obs = observations(df, "n_params", Console(quiet=True))
+    points = aggregate(obs, "n_params", n_boot=2000, seed=0).set_index("x")
+    small = points.loc[98304]
+    assert small["mean"] == pytest.approx(0.3)
+    assert small["std"] == pytest.approx(np.std(values, ddof=1))
+    assert small["n_seeds"] == 4
+    assert small["ci_low"] < 0.3 < small["ci_high"]
+    assert 0.1 <= small["ci_low"] <= 0.2 and 0.4 <= small["ci_high"] <= 0.6
+    big = points.loc[10**6]  # one seed: mean +- 1.96 stderr
+    assert (big["ci_low"], big["ci_high"]) == pytest.approx((0.5 - 0.098, 0.5 + 0.098))
+    again = aggregate(obs, "n_params", n_boot=2000, seed=0).set_index("x")
+    pd.testing.assert_frame_equal(points, again)
+
+
+class FakeFile:
+    def __init__(self, name: str, text: str) -> None:
+        self.name, self.text = name, text
+
+    def download(self, root: str, replace: bool = False) -> None:
+        Path(root, self.name).write_text(self.text)
+
+
+class FakeRun:
+    def __init__(
+        self, name: str, config: dict, history: list[dict], files: list[FakeFile] = (), state="finished"
+    ):
+        self.name, self.id, self.group, self.state = name, name, config.get("sweep"), state
+        self.config, self._history, self._files = config, history, list(files)
+
+    def scan_history(self):
+        return iter(self._history)
+
+    def files(self, names=None, **_):
+        return [f for f in self._files if names is None or f.name in names]
+
+
+class FakeApi:
+    calls: typing.ClassVar[list] = []
+
+    def __init__(self, runs: list[FakeRun]) -> None:
+        self._runs = runs
+
+    def runs(self, path: str, filters=None, **_):
+        FakeApi.calls.append((path, filters))
+        return [r for r in self._runs if not filters or r.group == filters.get("group")]
+
+
+def test_wandb_runs_from_history_and_attached_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {"task": "addition", "sweep": "demo", "seed": 1, "width": 32, "depth": 2, "n_params": 24576}
+    history = [
+        {
+            "trainer/global_step": 0,
+            "test/exact_match/all": 0.0,
+            "test/token_accuracy/place0": 0.2,
+            "train/loss": 3.0,
+        },
+        {"trainer/global_step": 50, "test/exact_match/all": 0.4, "ood/loss/all": 1.5, "_runtime": 12},
+    ]
+    attached = FakeFile("results.jsonl", json.dumps(schema_row(run_id="jsonl-run", sweep="demo")) + "\n")
+    runs = [
+        FakeRun("hist-run", {**config, "run_id": "hist-run"}, history),
+        FakeRun("jsonl-run", config, [], files=[attached], state="crashed"),
+        FakeRun("other", {**config, "sweep": "elsewhere"}, history),
+    ]
+    fake = types.ModuleType("wandb")
+    fake.Api = lambda: FakeApi(runs)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    console = Console(quiet=True)
+    df = collect(["wandb:me/proj/demo"], console)
+    assert FakeApi.calls[-1] == ("me/proj", {"group": "demo"})
+    hist = df.loc[df["run_id"].astype(str) == "hist-run"]
+    got = {(r.split, r.metric, r.subtask, r.step): r.value for r in hist.itertuples()}
+    assert got == {
+        ("test", "exact_match", "all", 0): 0.0,
+        ("test", "token_accuracy", "place0", 0): 0.2,
+        ("test", "exact_match", "all", 50): 0.4,
+        ("ood", "loss", "all", 50): 1.5,
+    }
+    assert set(hist["task"].astype(str)) == {"addition"} and set(hist["width"]) == {32}
+    jsonl = df.loc[df["run_id"].astype(str) == "jsonl-run"]
+    assert len(jsonl) == 1 and jsonl["status"].astype(str).iloc[0] == "failed"
+    assert "other" not in set(df["run_id"].astype(str))
+
+
+def test_wandb_failure_is_a_warning_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("wandb")
+
+    def broken_api():
+        raise ConnectionError("no network")
+
+    fake.Api = broken_api  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    console = Console(quiet=True)
+    df = collect(["wandb:me/proj"], console)
+    assert df.empty
+    assert console.warnings == [
+        "wandb:me/proj: skipped, cannot list wandb runs (ConnectionError: no network)"
+    ]

@@ -1,0 +1,107 @@
+"""Figures and report: read back, not blank, sized sensibly, and byte-identical when rebuilt."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_helpers import png_pixels, small_sweep
+
+from analysis.cli import analyze_main, figures_main
+
+KINDS = ("scale", "phase", "training", "artefact", "positions")
+FORMATS = ("png", "pdf", "svg")
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("figs")
+    sweep = small_sweep(root / "sweep")
+    out = root / "out"
+    assert analyze_main([str(sweep), "--out", str(out), "--boot", "30", "--quiet", "--jobs", "1"]) == 0
+    return out
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    files = sorted(out.glob("figures/*")) + [out / n for n in ("report.md", "report.html", "thresholds.csv")]
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in files}
+
+
+def test_every_figure_in_every_format(analysed: Path) -> None:
+    names = {p.name for p in (analysed / "figures").iterdir()}
+    assert names == {f"{k}_addition.{f}" for k in KINDS for f in FORMATS}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_png_is_sized_and_not_blank(analysed: Path, kind: str) -> None:
+    pixels = png_pixels(analysed / "figures" / f"{kind}_addition.png")
+    height, width = pixels.shape[:2]
+    assert 300 <= height <= 3000 and 400 <= width <= 3000
+    grey = pixels[..., :3].mean(axis=2)
+    assert grey.var() > 1e-3  # not a blank canvas
+    assert (grey < 0.5).mean() > 0.005  # some ink: lines, text, markers
+
+
+def test_pdf_and_svg_are_valid(analysed: Path) -> None:
+    for kind in KINDS:
+        pdf = (analysed / "figures" / f"{kind}_addition.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF") and pdf.rstrip().endswith(b"%%EOF") and len(pdf) > 5000
+        assert b"CreationDate" not in pdf  # no date: rebuilds are byte-identical
+        root = ET.parse(analysed / "figures" / f"{kind}_addition.svg").getroot()
+        assert root.tag.endswith("svg")
+        assert float(root.attrib["width"].removesuffix("pt")) > 200
+        assert len(list(root.iter())) > 100
+
+
+def test_figures_command_rebuilds_identical_bytes(analysed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = snapshot(analysed)
+    for path in (analysed / "figures").iterdir():
+        path.unlink()
+    (analysed / "report.md").unlink()
+    capsys.readouterr()
+    assert figures_main([str(analysed), "--quiet", "--jobs", "1"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert str(analysed / "figures" / "scale_addition.pdf") in printed
+    assert str(analysed / "report.html") in printed
+    assert all(Path(p).exists() for p in printed)
+    after = snapshot(analysed)
+    assert after.keys() == before.keys()
+    changed = [name for name in before if before[name] != after[name]]
+    assert changed == []
+
+
+def test_report_has_tables_figures_and_rebuild_command(analysed: Path) -> None:
+    md = (analysed / "report.md").read_text()
+    assert f"emergence figures {analysed}" in md
+    assert "emergence analyze " in md
+    assert "## Thresholds and classification" in md and "## Metric artefacts" in md
+    for kind in KINDS:
+        assert f"](figures/{kind}_addition.png)" in md
+    assert "| max_sharpness | 1 |" in md
+    html = (analysed / "report.html").read_text()
+    assert html.count("<img ") == len(KINDS) and "<table>" in html
+
+
+def test_tables_written(analysed: Path) -> None:
+    thresholds = pd.read_csv(analysed / "thresholds.csv")
+    need = {"task", "subtask", "metric", "x", "classification", "emergent", "threshold", "threshold_low"}
+    need |= {"threshold_high", "sharpness_decades", "breakthroughness", "linearity", "best_fit", "n_points"}
+    need |= {"n_seeds", "backtest_error"}
+    assert need <= set(thresholds.columns)
+    assert len(thresholds) == 2 * (6 + 4)  # 2 splits x (6 metrics + 4 answer positions)
+    assert set(thresholds["x"]) == {"n_params"}
+    em = thresholds.query("split == 'test' and subtask == 'all' and metric == 'exact_match'").iloc[0]
+    assert em["classification"] == "emergent" and em["emergent"]
+    assert em["threshold_low"] <= em["threshold"] <= em["threshold_high"]
+    check = pd.read_csv(analysed / "metric_check.csv")
+    assert list(check["task"]) == ["addition"]
+    assert check["verdict"].iloc[0] in {"metric_induced", "persists", "no_jump"}
+    assert check["answer_len"].iloc[0] == 4
+    results = pd.read_parquet(analysed / "results.parquet")
+    assert len(results) == len(pd.read_csv(analysed / "results.csv")) == 10 * 2 * 3 * 2 * 10
+    points = pd.read_csv(analysed / "points.csv")
+    assert {"mean", "std", "n_seeds", "ci_low", "ci_high"} <= set(points.columns)
+    assert np.all(points["ci_low"] <= points["mean"] + 1e-12)

@@ -1,0 +1,94 @@
+"""The metric-artefact check (Schaeffer et al. 2023) on synthetic tasks with known verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_helpers import curve_table, linear, power_law_tokens, sigmoid, sizes
+
+from analysis.console import Console
+from analysis.pipeline import Options, analyse
+from analysis.schema import normalise
+
+
+def task_table(
+    task: str, metrics: dict, u: np.ndarray, answer_len: int | None = None, seed: int = 0
+) -> pd.DataFrame:
+    frames = []
+    for i, (metric, fn) in enumerate(metrics.items()):
+        df = curve_table(u, fn, noise=0.01, seed=seed + i, task=task, metric=metric)
+        if answer_len is not None:
+            df["answer_len"] = answer_len
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def check(df: pd.DataFrame) -> pd.DataFrame:
+    analysis = analyse(normalise(df), Options(n_boot_fit=20, n_boot_points=100), Console(quiet=True))
+    return analysis.metric_check.set_index("task")
+
+
+def test_power_law_per_token_gives_metric_induced_jump() -> None:
+    length = 10
+    token, em = power_law_tokens(length)
+    u = sizes(4.0, 8.0, 17)
+    mc = check(task_table("mirage", {"exact_match": em, "token_accuracy": token}, u, answer_len=length))
+    row = mc.loc["mirage"]
+    assert row["em_classification"] == "emergent"
+    assert row["verdict"] == "metric_induced"
+    assert row["continuous_metric"] == "token_accuracy"
+    assert row["floor_sizes"] >= 2
+    assert row["continuous_floor_change"] > 0.3
+    assert row["continuous_floor_z"] > 2
+    assert row["answer_len"] == length
+    assert row["em_vs_ta_pow_L_mae"] < 0.02  # exact match = token_accuracy^L holds here by construction
+
+
+def test_jump_in_both_metrics_at_the_same_place_persists() -> None:
+    u = sizes(4.0, 8.0, 17)
+    metrics = {"exact_match": sigmoid(0.0, 1.0, 6.0, 20.0), "token_accuracy": sigmoid(0.1, 1.0, 6.0, 20.0)}
+    row = check(task_table("real", metrics, u)).loc["real"]
+    assert row["em_classification"] == "emergent"
+    assert row["verdict"] == "persists"
+    assert bool(row["continuous_jumps_with_em"]) is True
+    assert abs(np.log10(row["continuous_threshold"]) - 6.0) < 0.15
+
+
+def test_smooth_exact_match_has_no_jump() -> None:
+    u = sizes(4.0, 8.0, 13)
+    metrics = {"exact_match": linear(-0.8, 0.2), "token_accuracy": linear(-0.6, 0.2)}
+    row = check(task_table("steady", metrics, u)).loc["steady"]
+    assert row["verdict"] == "no_jump"
+    assert row["em_classification"] == "smooth"
+
+
+def test_lower_is_better_continuous_metric_counts() -> None:
+    u = sizes(4.0, 8.0, 17)
+    token, em = power_law_tokens(8)
+    metrics = {"exact_match": em, "edit_distance": lambda x: 1.0 - token(x)}
+    row = check(task_table("edits", metrics, u)).loc["edits"]
+    assert row["verdict"] == "metric_induced"
+    assert row["continuous_metric"] == "edit_distance"
+    assert row["continuous_floor_change"] > 0  # an improvement, although edit distance went down
+    assert np.isnan(row["answer_len"])
+
+
+def test_one_row_per_task_and_only_tasks_with_both_kinds() -> None:
+    u = sizes(4.0, 8.0, 9)
+    token, em = power_law_tokens(6)
+    both = task_table("both", {"exact_match": em, "token_accuracy": token}, u)
+    only_em = task_table("only_em", {"exact_match": em}, u)
+    ood = both.assign(split="ood")
+    mc = check(pd.concat([both, ood, only_em], ignore_index=True))
+    assert list(mc.index) == ["both"]
+    assert mc.loc["both", "split"] == "test"
+    assert set(mc["verdict"]) <= {"metric_induced", "persists", "no_jump"}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_noisy_flat_continuous_metric_does_not_explain_a_real_jump(seed: int) -> None:
+    u = sizes(4.0, 8.0, 17)
+    metrics = {"exact_match": sigmoid(0.0, 1.0, 6.5, 20.0), "brier": lambda x: np.full_like(x, 0.7)}
+    row = check(task_table("flatbrier", metrics, u, seed=seed)).loc["flatbrier"]
+    assert row["verdict"] == "persists"
