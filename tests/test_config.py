@@ -57,7 +57,7 @@ def test_defaults_are_what_the_readme_says():
     assert (cfg.model.width, cfg.model.depth) == (32, 2)
     assert cfg.trainer.accelerator == "cpu"
     assert cfg.logger._target_.endswith("WandbLogger")
-    assert cfg.optim.lr_rule == "inverse_width"
+    assert cfg.optim.lr_rule == "capped_inverse_width"
 
 
 def test_gpu_trainer_inherits_and_overrides():

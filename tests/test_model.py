@@ -83,3 +83,15 @@ def test_tied_embeddings_and_sequence_limit():
     assert model(torch.zeros(1, 8, dtype=torch.long)).shape == (1, 8, 10)
     with pytest.raises(ValueError, match="exceeds max_seq_len"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_learning_rate_rules():
+    from emergence_lab.optim import OptimConfig
+
+    capped = OptimConfig(lr=4e-3, base_width=32)
+    assert [capped.hidden_lr(w) for w in (8, 32, 64, 128)] == [4e-3, 4e-3, 2e-3, 1e-3]
+    mup = OptimConfig(lr=4e-3, base_width=32, lr_rule="inverse_width")
+    assert [mup.hidden_lr(w) for w in (16, 64)] == [8e-3, 2e-3]
+    assert OptimConfig(lr=4e-3, lr_rule="constant").hidden_lr(512) == 4e-3
+    with pytest.raises(ValueError, match="lr_rule"):
+        OptimConfig(lr_rule="sqrt")
