@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from analysis.curves import CurveResult
 from analysis.parallel import Workers
-from analysis.schema import CONTINUOUS, DISCONTINUOUS, TRAINING_METRICS, higher_is_better
+from analysis.schema import CONTINUOUS, DISCONTINUOUS, TRAINING_METRICS, equals, higher_is_better
 from analysis.style import PALETTE, SEQUENTIAL, X_LABELS, log_x, new_figure, save, style
 
 CURVE_POINTS = 200
@@ -63,7 +63,7 @@ def metric_order(metrics: list[str]) -> list[str]:
 def _select(df: pd.DataFrame, **equal: object) -> pd.DataFrame:
     mask = np.ones(len(df), bool)
     for col, value in equal.items():
-        mask &= (df[col].astype(str) == str(value)).to_numpy()
+        mask &= equals(df[col], value)
     return df.loc[mask]
 
 
@@ -78,7 +78,7 @@ def _curve_index(curves: list[CurveResult]) -> dict[tuple[str, ...], CurveResult
 
 
 def _only(df: pd.DataFrame, task: str) -> pd.DataFrame:
-    return df.loc[(df["task"].astype(str) == task).to_numpy()] if len(df) else df
+    return df.loc[equals(df["task"], task)] if len(df) else df
 
 
 def _task_data(data: FigureData, task: str) -> FigureData:
@@ -312,7 +312,7 @@ def _artefact_figure(data, task, points, obs, thresholds, curves) -> Figure | No
     mc = data.metric_check
     if mc.empty:
         return None
-    rows = mc.loc[mc["task"].astype(str) == task]
+    rows = mc.loc[equals(mc["task"], task)]
     if rows.empty:
         return None
     row = rows.iloc[-1]  # on the step axis, the largest model's check

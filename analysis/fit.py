@@ -122,7 +122,9 @@ def _grid_start(model: str, u: np.ndarray, y: np.ndarray, lower: np.ndarray, upp
     return np.clip(start, lower, upper)
 
 
-def fit_nonlinear(model: str, u: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> Fit | None:
+def fit_nonlinear(
+    model: str, u: np.ndarray, y: np.ndarray, start: np.ndarray | None = None, max_nfev: int = 200
+) -> Fit | None:
     """Least-squares fit of `sigmoid` or `hinge`; `start` (e.g. the full-data fit) skips the grid."""
     lower, upper = _bounds(model, u, y)
     x0 = _grid_start(model, u, y, lower, upper) if start is None else np.clip(start, lower, upper)
@@ -137,7 +139,7 @@ def fit_nonlinear(model: str, u: np.ndarray, y: np.ndarray, start: np.ndarray | 
             bounds=(lower, upper),
             method="trf",
             x_scale="jac",
-            max_nfev=200,
+            max_nfev=max_nfev,
         )
     except (ValueError, np.linalg.LinAlgError):
         return None
@@ -165,40 +167,53 @@ def best_model(fits: dict[str, Fit]) -> str:
 
 def resample(groups: list[np.ndarray], rng: np.random.Generator, n_boot: int) -> list[np.ndarray]:
     """Index sets of a two-level bootstrap: scale points with replacement, then seeds within each."""
+    order = np.concatenate(groups)
+    counts = np.array([len(g) for g in groups])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     out = []
-    n_groups = len(groups)
     for _ in range(n_boot):
-        picks = rng.integers(0, n_groups, n_groups)
-        out.append(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in (groups[i] for i in picks)]))
+        picks = rng.integers(0, len(groups), len(groups))
+        n = counts[picks]
+        within = (rng.random(int(n.sum())) * np.repeat(n, n)).astype(np.int64)
+        out.append(order[np.repeat(starts[picks], n) + within])
     return out
 
 
-def refit_threshold(fit: Fit, u: np.ndarray, y: np.ndarray) -> float:
+def refit_threshold(fit: Fit, u: np.ndarray, y: np.ndarray, edge: bool = False) -> float:
     """Threshold of `fit.model` refitted to (u, y), starting from `fit`'s parameters.
 
     Unbounded Levenberg-Marquardt (MINPACK `leastsq`) first: from a warm start it converges in a few steps,
-    several times faster than the bounded trust-region fit, which is the fallback when LM fails or puts
-    the threshold outside its bounds. A sigmoid steeper than K_MAX is accepted: its midpoint still says
-    where the step is."""
-    lower, upper = _bounds(fit.model, u, y)
+    several times faster than the bounded trust-region fit, which is the fallback when LM fails or leaves
+    the bounds. A sigmoid steeper than K_MAX is accepted: its midpoint still says where the step is.
+    When the full-data fit already rests on a bound (`edge`), LM would only run off, so the bounded fit
+    is used directly."""
     start = np.asarray(fit.params, dtype=float)
-    try:
-        p, _, _, _, ier = leastsq(
-            lambda q: predict(fit.model, q, u) - y,
-            start,
-            Dfun=lambda q: _jacobian(fit.model, q, u),
-            full_output=True,
-            ftol=1e-7,
-            xtol=1e-7,
-            maxfev=200,
-        )
-        steep_ok = fit.model != "sigmoid" or p[2] >= 0
-        if ier in (1, 2, 3, 4) and np.all(np.isfinite(p)) and steep_ok and lower[3] <= p[3] <= upper[3]:
-            return float(p[3])
-    except (ValueError, np.linalg.LinAlgError):
-        pass
-    bounded = fit_nonlinear(fit.model, u, y, start)
+    if not edge:
+        lower, upper = _bounds(fit.model, u, y)
+        try:
+            p, _, _, _, ier = leastsq(
+                lambda q: predict(fit.model, q, u) - y,
+                start,
+                Dfun=lambda q: _jacobian(fit.model, q, u),
+                full_output=True,
+                ftol=1e-7,
+                xtol=1e-7,
+                maxfev=80,  # from a warm start LM needs ~10; more means it is running off to infinity
+            )
+            valid = np.all(np.isfinite(p)) and (fit.model != "sigmoid" or p[2] >= 0)
+            if valid and ier in (1, 2, 3, 4) and lower[3] <= p[3] <= upper[3]:
+                return float(p[3])
+        except (ValueError, np.linalg.LinAlgError):
+            pass
+    bounded = fit_nonlinear(fit.model, u, y, start, max_nfev=60)
     return bounded.threshold if bounded is not None else np.nan
+
+
+def on_bound(fit: Fit, u: np.ndarray, y: np.ndarray) -> bool:
+    """Does any parameter of `fit` rest on its bound (within 0.1% of the bound's span)?"""
+    lower, upper = _bounds(fit.model, u, y)
+    p, tol = np.asarray(fit.params), 1e-3 * (upper - lower)
+    return bool(np.any(p <= lower + tol) or np.any(p >= upper - tol))
 
 
 def bootstrap_thresholds(
@@ -206,9 +221,10 @@ def bootstrap_thresholds(
 ) -> np.ndarray:
     """Thresholds (in u) of `fit.model` refitted on bootstrap resamples of scale points and seeds."""
     rng = np.random.default_rng(seed)
+    edge = on_bound(fit, u, y)
     out = np.full(n_boot, np.nan)
     for b, idx in enumerate(resample(groups, rng, n_boot)):
         if len(np.unique(u[idx])) < 3:
             continue
-        out[b] = refit_threshold(fit, u[idx], y[idx])
+        out[b] = refit_threshold(fit, u[idx], y[idx], edge)
     return out

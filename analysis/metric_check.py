@@ -28,7 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.aggregate import curve_keys
-from analysis.schema import CONTINUOUS, DISCONTINUOUS, unit_range
+from analysis.schema import CONTINUOUS, DISCONTINUOUS, equals, unit_range
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ def metric_check(
     if thresholds.empty:
         return pd.DataFrame(columns=columns)
     rows = []
-    top = thresholds.loc[thresholds["subtask"].astype(str) == "all"]
-    top_obs = obs.loc[obs["subtask"].astype(str) == "all"]
+    top = thresholds.loc[equals(thresholds["subtask"], "all")]
+    top_obs = obs.loc[equals(obs["subtask"], "all")]
     for key_values, task_rows in top.groupby(group_keys, sort=True, dropna=False, observed=True):
         key = dict(
             zip(group_keys, key_values if isinstance(key_values, tuple) else (key_values,), strict=True)
@@ -72,12 +72,12 @@ def metric_check(
         if not usable:
             continue
         split = "test" if "test" in usable else sorted(map(str, usable))[0]
-        here = task_rows.loc[task_rows["split"].astype(str) == split]
+        here = task_rows.loc[equals(task_rows["split"], split)]
         by_metric = {str(r["metric"]): r for _, r in here.iterrows()}
         mask = np.ones(len(top_obs), bool)
         for k, v in {**key, "split": split}.items():
             col = top_obs[k]
-            mask &= (col.astype(str) == str(v)).to_numpy() if not pd.isna(v) else col.isna().to_numpy()
+            mask &= equals(col, v) if not pd.isna(v) else col.isna().to_numpy()
         rows.append(_check_task(key, split, by_metric, top_obs.loc[mask], directions, opts))
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
 
@@ -104,7 +104,7 @@ def _check_task(
         in_floor = obs["x"].to_numpy(dtype=float) < start
         floor_sizes = int(obs.loc[in_floor, "x"].nunique())
         for metric in continuous:
-            part = obs.loc[in_floor & (obs["metric"].astype(str) == metric).to_numpy()]
+            part = obs.loc[in_floor & equals(obs["metric"], metric)]
             if part["x"].nunique() < 2:
                 continue
             sign = 1.0 if directions.get(metric, True) else -1.0

@@ -8,6 +8,7 @@ collection warnings in its metadata) and then runs `build` on the table read bac
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -141,11 +142,14 @@ def build(
     collect_warnings: list[str],
     figures: bool = True,
     jobs: int | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[Analysis, list[Path]]:
-    """Analyse the table and write thresholds.csv, points.csv, metric_check.csv, figures and the report."""
+    """Analyse the table and write thresholds.csv, points.csv, metric_check.csv, figures and the report.
+    `timings`, if given, receives the seconds spent in each phase."""
+    clock = _Clock(timings)
     before = len(console.warnings)
     with Workers(jobs) as workers:
-        analysis, paths, figure_paths = _build(table, out_dir, options, console, figures, workers)
+        analysis, paths, figure_paths = _build(table, out_dir, options, console, figures, workers, clock)
     warnings = collect_warnings + console.warnings[before:]
     blocks = build_blocks(
         analysis.thresholds,
@@ -156,13 +160,33 @@ def build(
         options.criteria,
         warnings,
     )
-    return analysis, paths + figure_paths + write_report(blocks, out_dir)
+    paths += figure_paths + write_report(blocks, out_dir)
+    clock.lap("report")
+    return analysis, paths
+
+
+class _Clock:
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings, self.last = timings, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[name] = self.timings.get(name, 0.0) + now - self.last
+        self.last = now
 
 
 def _build(
-    table: pd.DataFrame, out_dir: Path, options: Options, console: Console, figures: bool, workers: Workers
+    table: pd.DataFrame,
+    out_dir: Path,
+    options: Options,
+    console: Console,
+    figures: bool,
+    workers: Workers,
+    clock: _Clock,
 ) -> tuple[Analysis, list[Path], list[Path]]:
     analysis = analyse(table, options, console, workers)
+    clock.lap("analysis")
     paths = []
     for name, df in (
         ("thresholds.csv", analysis.thresholds),
@@ -172,6 +196,7 @@ def _build(
         path = out_dir / name
         df.to_csv(path, index=False, float_format="%.10g")
         paths.append(path)
+    clock.lap("tables")
     figure_paths: list[Path] = []
     if figures:
         data = FigureData(
@@ -185,6 +210,7 @@ def _build(
             options.phase_metric,
         )
         figure_paths = draw_all(data, out_dir, workers)
+    clock.lap("figures")
     return analysis, paths, figure_paths
 
 

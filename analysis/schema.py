@@ -155,6 +155,16 @@ def as_category(s: pd.Series) -> pd.Series:
     return cat.cat.reorder_categories(sorted(names))
 
 
+def equals(s: pd.Series, value: object) -> np.ndarray:
+    """Boolean mask `s == value` that is fast on categoricals (compares codes, no string conversion)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        code = s.cat.categories.get_indexer([value])[0] if value in s.cat.categories else -1
+        return s.cat.codes.to_numpy() == code if code >= 0 else np.zeros(len(s), bool)
+    if pd.api.types.is_numeric_dtype(s.dtype) and not isinstance(value, str):
+        return s.to_numpy(dtype="float64", na_value=np.nan) == float(value)  # type: ignore[arg-type]
+    return (s.astype(str) == str(value)).to_numpy()
+
+
 def metric_directions(df: pd.DataFrame) -> dict[str, bool]:
     """metric -> higher_is_better, preferring what the input file said (lm-eval v0.4) over our table."""
     out = {str(m): higher_is_better(str(m)) for m in df["metric"].dropna().unique()}
