@@ -1,8 +1,13 @@
 """The callback that turns training into a run folder: evaluations into `results.jsonl`, checkpoints, and a
-clean stop on SIGTERM / SIGUSR1 (SLURM preemption).
+clean stop on SIGTERM / SIGUSR1 (SLURM preemption), or on submitit's preemption signal inside a submitit job.
 
 Order matters for resuming: at a step that is both an evaluation and a checkpoint step, the rows are written
 before the checkpoint, so a checkpoint at step S always has every row up to S on disk.
+
+Signals only set a flag: the step in progress finishes, the checkpoint is written, training stops. Inside a
+submitit job (`hydra/launcher=submitit_*`), submitit's own handler for its preemption signal (USR2 unless
+SUBMITIT_PREEMPT_SIGNAL says otherwise) is kept as `preempt_handler`: train.py calls it once the checkpoint
+and run.json are on disk, so submitit then requeues the job, which resumes from that checkpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +26,23 @@ from emergence_lab.results import ResultsWriter
 CHECKPOINT = "last.ckpt"
 
 
+def stop_signals() -> tuple[int, ...]:
+    """SIGTERM and SIGUSR1 always; inside a submitit job also submitit's preemption/timeout signal."""
+    signals = [signal.SIGTERM, signal.SIGUSR1]
+    preempt = submitit_signal()
+    if preempt is not None and preempt not in signals:
+        signals.append(preempt)
+    return tuple(signals)
+
+
+def submitit_signal() -> int | None:
+    """The signal submitit uses for preemption and timeouts, when this process is a submitit job."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return getattr(signal, name, None)
+
+
 class RunRecorder(pl.Callback):
     def __init__(
         self,
@@ -36,11 +58,13 @@ class RunRecorder(pl.Callback):
         self.eval_every = eval_every
         self.ckpt_every = ckpt_every
         self.answer_lens = answer_lens
-        self.stop_signal: int | None = None
+        self.stop_signal: int | None = None  # the first stop signal received
+        self.signals_received: list[int] = []
         # checking the loss syncs the device, so it happens every few steps and before every checkpoint
         self.finite_check_every = 10
         self._last_eval_step = -1
         self._previous_handlers: dict[int, Any] = {}
+        self._saved_submitit_handler: Any = None
 
     @property
     def ckpt_path(self) -> Path:
@@ -49,26 +73,30 @@ class RunRecorder(pl.Callback):
     # ---- hooks -------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning installs its own SIGTERM handler when fit starts; ours replaces it for the run's length.
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in stop_signals():
             self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
         if trainer.global_step == 0:
             self._evaluate(trainer, pl_module)
+        else:
+            # resumed: every row up to the checkpoint's step is on disk, those of this step included
+            self._last_eval_step = trainer.global_step
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *_: Any
     ) -> None:
         step = trainer.global_step
-        if step % self.finite_check_every == 0 or step % self.ckpt_every == 0:
+        last = step >= trainer.max_steps
+        checkpoint = self.stop_signal is not None or step % self.ckpt_every == 0 or last
+        if checkpoint or step % self.finite_check_every == 0:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             if loss is not None and not torch.isfinite(loss).all():
                 raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}")
-        if step % self.eval_every == 0 or step >= trainer.max_steps:
+        if step % self.eval_every == 0 or last:
             self._evaluate(trainer, pl_module)
+        if checkpoint:
+            self._checkpoint(trainer)
         if self.stop_signal is not None:
-            self._checkpoint(trainer)
             trainer.should_stop = True
-        elif step % self.ckpt_every == 0 or step >= trainer.max_steps:
-            self._checkpoint(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._last_eval_step != trainer.global_step and self.stop_signal is None:
@@ -80,9 +108,24 @@ class RunRecorder(pl.Callback):
 
     # ---- work --------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:
-        self.stop_signal = signum
+        if self.stop_signal is None:
+            self.stop_signal = signum
+        self.signals_received.append(signum)
+
+    @property
+    def preempt_handler(self) -> Any:
+        """submitit's handler, when its preemption signal stopped the run (else None): calling it with that
+        signal checkpoints the submission, requeues the job and exits the process."""
+        preempt = submitit_signal()
+        handler = self._saved_submitit_handler
+        if preempt is None or preempt not in self.signals_received or not callable(handler):
+            return None
+        return handler
 
     def _restore_handlers(self) -> None:
+        preempt = submitit_signal()
+        if preempt in self._previous_handlers:
+            self._saved_submitit_handler = self._previous_handlers[preempt]
         for sig, handler in self._previous_handlers.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous_handlers.clear()

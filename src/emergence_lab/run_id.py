@@ -1,7 +1,8 @@
 """Stable run ids: a readable prefix plus a hash of the resolved config.
 
 The id ignores everything that does not change what is trained: Hydra's own settings, paths, the logger, the
-sweep's name and the keys listed in `run_id_ignore` (thread counts, the progress bar). The same config
+sweep's name, the study's `analysis` block (what to plot), the dry-run `estimate` rule and the keys listed in
+`run_id_ignore` (thread counts, the progress bar). The same config
 therefore lands in the same folder every time, which is what lets a rerun of a sweep skip finished runs and
 resume interrupted ones. The id doubles as the run's folder name inside a sweep.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-ALWAYS_IGNORED = ("hydra", "paths", "logger", "sweep", "estimate", "run_id_ignore")
+ALWAYS_IGNORED = ("hydra", "paths", "logger", "sweep", "estimate", "analysis", "run_id_ignore")
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
@@ -51,7 +52,16 @@ def _resolver(*, _root_: DictConfig) -> str:
     return run_id(_root_)
 
 
+def _gpu_count() -> int:
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
 def register_resolvers() -> None:
-    """Make `${run_id:}` available to configs (Hydra's run and sweep folder names use it)."""
+    """Make `${run_id:}` (Hydra's run and sweep folder names use it) and `${gpu_count:}` (the visible GPUs,
+    at least 1; `hydra/launcher=joblib_gpu` runs that many jobs at once) available to configs."""
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", _resolver, use_cache=False)
+    if not OmegaConf.has_resolver("gpu_count"):
+        OmegaConf.register_new_resolver("gpu_count", _gpu_count)

@@ -2,14 +2,16 @@
 
 Nothing here schedules jobs: Hydra's launchers (basic, joblib, submitit) do. This module only
 - expands `hydra.sweeper.params` plus command-line sweeps exactly as Hydra's BasicSweeper does,
-- checks every planned run's config before any job starts,
+- checks every planned run's config before any job starts (and that no two jobs share a run folder),
 - writes `<sweep_dir>/manifest.json` and reports the sweep's outcome (a Hydra callback),
+- works out how many CPU threads each job may use, given how many jobs its launcher runs at once,
 - prints the `--dry-run` cost table.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +26,9 @@ from emergence_lab.results import atomic_write_text, read_run_info
 from emergence_lab.run_id import register_resolvers, run_id
 
 MANIFEST = "manifest.json"
+# Set by the sweep callback before any job starts, inherited by joblib and submitit worker processes: the
+# number of jobs in this launch, so a job knows how many run beside it (see jobs_at_once).
+LAUNCH_SIZE_ENV = "EMERGENCE_LAUNCH_SIZE"
 HYDRA_FLAGS_WITHOUT_RUN = {
     "--help",
     "-h",
@@ -34,7 +39,7 @@ HYDRA_FLAGS_WITHOUT_RUN = {
     "-i",
     "--shell-completion",
 }
-# Outcome of the last multirun in this process (read by the CLI for its exit code).
+# Outcome of the last multirun in this process, over the runs it launched (read by the CLI for its exit code).
 SWEEP_SUMMARY: dict[str, int] = {}
 
 
@@ -52,6 +57,11 @@ class PlannedRun:
     tokens: int
     flops: float
     est_seconds: float
+
+
+# The plan of the command line validated last, keyed by its overrides: the sweep callback reuses it instead
+# of composing every job's config once more.
+_PLAN_CACHE: dict[tuple[str, ...], list[PlannedRun]] = {}
 
 
 # ---- planning ---------------------------------------------------------------------------------------
@@ -117,7 +127,18 @@ def plan(config_loader: Any, master: DictConfig, task_overrides: list[str]) -> l
     for job in expand(master, task_overrides):
         cfg = config_loader.load_sweep_config(master, job)
         runs.append(describe(cfg, job))
+    _check_distinct(runs)
     return runs
+
+
+def _check_distinct(runs: list[PlannedRun]) -> None:
+    """Two jobs with the same resolved config would share one run folder: refuse the sweep."""
+    seen: dict[str, PlannedRun] = {}
+    for r in runs:
+        if r.run_id in seen:
+            a, b = " ".join(seen[r.run_id].overrides), " ".join(r.overrides)
+            raise ValueError(f"jobs [{a}] and [{b}] are the same run {r.run_id}: remove the duplicate value")
+        seen[r.run_id] = r
 
 
 def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
@@ -138,7 +159,10 @@ def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
         master = compose("config", overrides=fixed, return_hydra_config=True)
         if not multirun:
             return master, [describe(master, overrides)]
-        return master, plan(GlobalHydra.instance().config_loader(), master, overrides)
+        runs = plan(GlobalHydra.instance().config_loader(), master, overrides)
+        _PLAN_CACHE.clear()
+        _PLAN_CACHE[tuple(o.input_line for o in parsed if not o.is_hydra_override())] = runs
+        return master, runs
 
 
 def validate_overrides(argv: list[str]) -> str | None:
@@ -157,21 +181,73 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+# ---- threads: jobs x threads <= cores --------------------------------------------------------------------
+def cpu_cores() -> int:
+    """The cores this process may use: CPU affinity and cgroup quotas counted, as joblib counts them."""
+    try:
+        from joblib import cpu_count
+
+        return max(1, int(cpu_count()))
+    except ImportError:  # pragma: no cover - joblib comes with hydra-joblib-launcher
+        return max(1, len(os.sched_getaffinity(0)))
+
+
+def jobs_at_once(launcher: Any, launch_size: int | None, cores: int) -> int:
+    """How many jobs of a launch run side by side on this machine: joblib runs n_jobs (negative: cores + 1 +
+    n_jobs, as joblib counts), submitit's local executor starts every job at once, the basic launcher one.
+    A SLURM job is alone on the cores SLURM gave it."""
+    target = str(launcher.get("_target_", "")) if launcher else ""
+    if "joblib" in target:
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        n = cores + 1 + n_jobs if n_jobs < 0 else n_jobs
+    elif target.endswith("LocalLauncher"):
+        n = launch_size or cores
+    else:
+        n = 1
+    if launch_size:
+        n = min(n, launch_size)
+    return max(1, n)
+
+
+def threads_per_job(launcher: Any, launch_size: int | None, cores: int | None = None) -> int:
+    """CPU threads for one job with `trainer.threads=auto`: submitit's cpus_per_task when set (the cores
+    SLURM gave the job), else this machine's cores shared evenly by the jobs running at once."""
+    cpus = launcher.get("cpus_per_task") if launcher else None
+    if cpus:
+        return int(cpus)
+    cores = cores or cpu_cores()
+    return max(1, cores // jobs_at_once(launcher, launch_size, cores))
+
+
 # ---- the manifest and the outcome of a sweep ----------------------------------------------------------
-def write_manifest(sweep_dir: Path, sweep: str, runs: list[PlannedRun]) -> None:
-    """Record every planned run; runs planned by earlier launches into the same folder are kept."""
+def write_manifest(
+    sweep_dir: Path, sweep: str, runs: list[PlannedRun], analysis: dict[str, Any] | None = None
+) -> None:
+    """Record every planned run; runs planned by earlier launches into the same folder are kept. `analysis`
+    is the study's block saying what `emergence analyze` should draw (x axis, metrics, figures)."""
     path = sweep_dir / MANIFEST
     known: dict[str, Any] = {}
     if path.exists():
-        known = {r["run_id"]: r for r in json.loads(path.read_text()).get("runs", [])}
+        old = json.loads(path.read_text())
+        known = {r["run_id"]: r for r in old.get("runs", [])}
+        if analysis is None:
+            analysis = old.get("analysis")
     known.update({r.run_id: asdict(r) for r in runs})
-    doc = {"sweep": sweep, "runs": sorted(known.values(), key=lambda r: r["run_id"])}
+    doc = {
+        "sweep": sweep,
+        "analysis": analysis or {},
+        "runs": sorted(known.values(), key=lambda r: r["run_id"]),
+    }
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
-def read_manifest(sweep_dir: Path) -> list[dict[str, Any]]:
+def read_manifest_doc(sweep_dir: Path) -> dict[str, Any]:
     path = Path(sweep_dir) / MANIFEST
-    return json.loads(path.read_text())["runs"] if path.exists() else []
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def read_manifest(sweep_dir: Path) -> list[dict[str, Any]]:
+    return read_manifest_doc(sweep_dir).get("runs", [])
 
 
 def run_states(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -191,27 +267,44 @@ def run_states(sweep_dir: Path) -> list[dict[str, Any]]:
 class SweepCallback(Callback):
     """Writes the manifest before any job starts and reports the sweep's outcome when it ends."""
 
+    def __init__(self) -> None:
+        self.launched: set[str] = set()
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.global_hydra import GlobalHydra
 
         register_resolvers()
         SWEEP_SUMMARY.clear()
-        runs = plan(GlobalHydra.instance().config_loader(), config, list(config.hydra.overrides.task))
+        task_overrides = list(config.hydra.overrides.task)
+        runs = _PLAN_CACHE.get(tuple(task_overrides))
+        if runs is None or [r.overrides for r in runs] != expand(config, task_overrides):
+            runs = plan(GlobalHydra.instance().config_loader(), config, task_overrides)
+        self.launched = {r.run_id for r in runs}
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        write_manifest(sweep_dir, str(config.sweep), runs)
+        analysis = config.get("analysis")
+        analysis = OmegaConf.to_container(analysis, resolve=True) if analysis is not None else None
+        write_manifest(sweep_dir, str(config.sweep), runs, analysis)  # type: ignore[arg-type]
+        os.environ[LAUNCH_SIZE_ENV] = str(len(runs))
+        launcher = config.hydra.launcher
+        at_once = jobs_at_once(launcher, len(runs), cpu_cores())
+        threads = config.trainer.threads
+        if threads == "auto":
+            threads = threads_per_job(launcher, len(runs))
         print(f"[sweep] {len(runs)} runs planned in {sweep_dir}", flush=True)
+        print(f"[sweep] up to {at_once} at once, {threads} CPU threads each", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         states = run_states(Path(config.hydra.sweep.dir))
+        mine = [s for s in states if s["run_id"] in self.launched] if self.launched else states
         counts: dict[str, int] = {}
-        for s in states:
+        for s in mine:
             counts[s["status"]] = counts.get(s["status"], 0) + 1
         counts["unfinished"] = sum(v for k, v in counts.items() if k != "completed")
         SWEEP_SUMMARY.update(counts)
         summary = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "unfinished")
         print(f"[sweep] {config.hydra.sweep.dir}: {summary}", flush=True)
-        for s in states:
+        for s in mine:
             if s["status"] == "failed":
                 print(f"[sweep]   failed {s['run_id']}: {s.get('reason')}", flush=True)
         if counts["unfinished"]:
@@ -236,7 +329,9 @@ def sweep_cli(argv: list[str]) -> int:
         return 2
     dry_run = "--dry-run" in rest
     rest = [a for a in rest if a != "--dry-run"]
-    hydra_argv = ["-m", f"experiment={study}", *rest]
+    # --cfg / --info / --help print instead of running, and Hydra takes them only without --multirun
+    info_only = any(a.split("=")[0] in HYDRA_FLAGS_WITHOUT_RUN for a in rest)
+    hydra_argv = [*([] if info_only else ["-m"]), f"experiment={study}", *rest]
     if not dry_run:
         from emergence_lab.train import run_cli
 

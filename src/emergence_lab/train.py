@@ -11,11 +11,13 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,17 +48,37 @@ from emergence_lab.wandb_setup import build_loggers, finish_wandb
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger(__name__)
+# At import, not only in run_cli: joblib and submitit workers unpickle the task function (importing this
+# module) and then resolve `${run_id:}` in their own process.
+register_resolvers()
 
 # Statuses of the runs this process trained in single-run mode; the CLI turns them into an exit code.
 _OUTCOMES: list[str] = []
 
 
 # ---- the Hydra application --------------------------------------------------------------------------
+class RunStopped(SystemExit):
+    """Raised after a run stopped on a signal and saved its checkpoint: it ends the whole sweep (no further
+    job starts; under joblib it reaches the parent process), and the process exits with 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+@dataclass
+class Outcome:
+    status: str
+    signum: int | None = None
+    preempt_handler: Any = None  # submitit's requeue handler, when its preemption signal stopped the run
+
+
 def train(cfg: DictConfig) -> str:
     """Train the run described by `cfg` into Hydra's output folder; returns the run's final status."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    _quiet_duplicate_lightning_logs()  # again here: joblib and submitit run jobs in fresh processes
     with _run_lock(run_dir) as acquired:
         if not acquired:
             print(f"[skip] {run_dir.name}: another live process holds this run", flush=True)
@@ -65,7 +87,15 @@ def train(cfg: DictConfig) -> str:
         if info and info.get("status") == "completed":
             print(f"[skip] {run_dir.name}: already completed ({run_dir})", flush=True)
             return "completed"
-        return _train_locked(cfg, run_dir, info or {}, job_num=hc.job.num if multirun else 0)
+        outcome = _train_locked(cfg, run_dir, info or {}, job_num=hc.job.num if multirun else 0)
+    _OUTCOMES.append(outcome.status)
+    if outcome.signum is not None:
+        if outcome.preempt_handler is not None:
+            # submitit's own preemption handling: dump the job for a requeue, requeue it, exit the process
+            print(f"[requeue] {run_dir.name}: handing over to submitit", flush=True)
+            outcome.preempt_handler(outcome.signum, None)
+        raise RunStopped(outcome.signum)
+    return outcome.status
 
 
 @contextmanager
@@ -84,72 +114,87 @@ def _run_lock(run_dir: Path):  # type: ignore[no-untyped-def]
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_num: int) -> str:
+def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_num: int) -> Outcome:
     started = time.time()
     rid = run_id(cfg)
-    task = instantiate(cfg.task)
-    model_cfg: TransformerConfig = instantiate(
-        cfg.model, vocab_size=task.vocab_size, max_seq_len=task.max_seq_len
-    )
-    optim = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))  # type: ignore[arg-type]
-    budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))  # type: ignore[arg-type]
-    t = cfg.trainer
-    tokens_per_step = optim.batch_size * (task.seq_len("train") - 1)
-    max_steps = budget.max_train_steps(model_cfg.n_params, tokens_per_step)
-    _set_threads(t.threads)
-    devices = _pin_device(t, job_num)
-
-    pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
-    model = Transformer(model_cfg)
-    module = EmergenceModule(model, task, optim, int(cfg.seed), max_steps, bool(t.compile), t.eval_chunk_size)
-    static = {
+    info: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": rid,
         "sweep": str(cfg.sweep),
-        "task": task.name,
-        "seed": int(cfg.seed),
-        "width": model_cfg.width,
-        "depth": model_cfg.depth,
-        "n_heads": model_cfg.n_heads,
-        "n_params": model_cfg.n_params,
-        "n_params_total": model_cfg.n_params_total,
-    }
-    answer_lens = {s: len(task.answer_names(s)) for s in task.splits}
-    recorder = RunRecorder(run_dir, static, int(t.eval_every), int(t.ckpt_every), answer_lens)
-    resume = recorder.ckpt_path if recorder.ckpt_path.exists() else None
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
-    info: dict[str, Any] = {
-        **{k: static[k] for k in ("schema_version", "run_id", "sweep", "task", "seed", "width", "depth")},
-        "n_heads": model_cfg.n_heads,
-        "n_params": model_cfg.n_params,
-        "n_params_total": model_cfg.n_params_total,
-        "max_steps": max_steps,
-        "tokens_per_step": tokens_per_step,
-        "flops_per_step": module.flops_per_step,
         "status": "running",
         "reason": None,
         "attempts": int(previous.get("attempts", 0)) + 1,
         "started_at": previous.get("started_at") or _now(),
         "wall_time_s": float(previous.get("wall_time_s", 0.0)),
-        "device": _device_name(str(t.accelerator)),
         "host": os.uname().nodename,
         "pid": os.getpid(),
-        "versions": package_versions(),
-        **git_state(),
     }
-    write_run_info(run_dir, info)
-    if resume is not None:
-        step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"])
-        dropped = recorder.writer.keep_until(step)
-        info["resumed_from_steps"] = [*previous.get("resumed_from_steps", []), step]
-        write_run_info(run_dir, info)
-        print(f"[resume] {rid} from step {step} ({dropped} later rows dropped)", flush=True)
-
-    loggers = build_loggers(cfg, run_dir, rid, task.name, static, resolved)
-    status, reason = "failed", None
+    for key in ("resumed_from_steps", "step"):
+        if key in previous:
+            info[key] = previous[key]
+    write_run_info(run_dir, info)  # "running" before anything that can fail, so a failure has a record
+    outcome = Outcome("failed")
+    reason: str | None = None
+    loggers: list[Any] = []
+    recorder: RunRecorder | None = None
+    trainer: pl.Trainer | None = None
     try:
+        task = instantiate(cfg.task)
+        model_cfg: TransformerConfig = instantiate(
+            cfg.model, vocab_size=task.vocab_size, max_seq_len=task.max_seq_len
+        )
+        optim = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))  # type: ignore[arg-type]
+        budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))  # type: ignore[arg-type]
+        t = cfg.trainer
+        tokens_per_step = optim.batch_size * (task.seq_len("train") - 1)
+        max_steps = budget.max_train_steps(model_cfg.n_params, tokens_per_step)
+        threads = _set_threads(t.threads)
+        devices = _pin_device(t, job_num)
+
+        pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
+        model = Transformer(model_cfg)
+        module = EmergenceModule(
+            model, task, optim, int(cfg.seed), max_steps, bool(t.compile), t.eval_chunk_size
+        )
+        static = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": rid,
+            "sweep": str(cfg.sweep),
+            "task": task.name,
+            "seed": int(cfg.seed),
+            "width": model_cfg.width,
+            "depth": model_cfg.depth,
+            "n_heads": model_cfg.n_heads,
+            "n_params": model_cfg.n_params,
+            "n_params_total": model_cfg.n_params_total,
+        }
+        answer_lens = {s: len(task.answer_names(s)) for s in task.splits}
+        recorder = RunRecorder(run_dir, static, int(t.eval_every), int(t.ckpt_every), answer_lens)
+        resume = recorder.ckpt_path if recorder.ckpt_path.exists() else None
+
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+        info.update(
+            {
+                **static,
+                "max_steps": max_steps,
+                "tokens_per_step": tokens_per_step,
+                "flops_per_step": module.flops_per_step,
+                "threads": threads,
+                "devices": devices if isinstance(devices, int) else list(devices),
+                "device": _device_name(str(t.accelerator)),
+                "versions": package_versions(),
+                **git_state(),
+            }
+        )
+        if resume is not None:
+            step = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"])
+            dropped = recorder.writer.keep_until(step)
+            info["resumed_from_steps"] = [*previous.get("resumed_from_steps", []), step]
+            print(f"[resume] {rid} from step {step} ({dropped} later rows dropped)", flush=True)
+        write_run_info(run_dir, info)
+
+        loggers = build_loggers(cfg, run_dir, rid, task.name, static, resolved)
         trainer = pl.Trainer(
             accelerator=t.accelerator,
             devices=devices,
@@ -171,26 +216,33 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
         )
         trainer.fit(module, ckpt_path=str(resume) if resume else None)
         if recorder.stop_signal is not None:
-            status, reason = "interrupted", f"signal {recorder.stop_signal}; checkpoint saved"
+            sig = recorder.stop_signal
+            outcome = Outcome("interrupted", sig, recorder.preempt_handler)
+            name = signal.Signals(sig).name
+            reason = f"stopped by {name} at step {trainer.global_step}; checkpoint saved"
         else:
-            status = "completed"
-        info["step"] = trainer.global_step
+            outcome = Outcome("completed")
     except Exception as exc:  # the run is marked failed with its reason; the sweep goes on
         reason = f"{type(exc).__name__}: {exc}".strip()[:2000]
         (run_dir / "error.log").write_text(traceback.format_exc())
         log.error("run %s failed: %s", rid, reason)
+    except BaseException as exc:  # Ctrl-C, or a signal before our handler was in place: resumable, not failed
+        outcome = Outcome("interrupted")
+        reason = f"{type(exc).__name__} {exc}".strip()
+        raise
     finally:
         finish_wandb(loggers)
+        if trainer is not None:
+            info["step"] = trainer.global_step
         info.update(
-            status=status,
+            status=outcome.status,
             reason=reason,
             ended_at=_now(),
             wall_time_s=round(info["wall_time_s"] + time.time() - started, 3),
         )
         write_run_info(run_dir, info)
-    print(f"[{status}] {rid} -> {run_dir}" + (f" ({reason})" if reason else ""), flush=True)
-    _OUTCOMES.append(status)
-    return status
+        print(f"[{outcome.status}] {rid} -> {run_dir}" + (f" ({reason})" if reason else ""), flush=True)
+    return outcome
 
 
 def _callbacks(recorder: RunRecorder, progress_bar: bool, has_logger: bool) -> list[pl.Callback]:
@@ -213,17 +265,16 @@ def _cluster_plugins() -> list[Any]:
     return [SLURMEnvironment(auto_requeue=False)]
 
 
-def _set_threads(threads: int | str) -> None:
-    """`auto`: the machine's cores shared evenly among the jobs a parallel launcher runs at once."""
+def _set_threads(threads: int | str) -> int:
+    """`auto`: the cores a job may use without oversubscribing the machine (see sweep.threads_per_job)."""
+    from emergence_lab.sweep import LAUNCH_SIZE_ENV, threads_per_job
+
     if threads == "auto":
-        cores = os.cpu_count() or 1
         launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
-        if launcher.get("cpus_per_task"):  # submitit: the cores SLURM gave this job
-            threads = int(launcher.cpus_per_task)
-        else:
-            n_jobs = int(launcher.get("n_jobs") or 1)  # joblib: jobs running side by side
-            threads = max(1, cores // (cores if n_jobs < 0 else n_jobs))
+        launch_size = int(os.environ.get(LAUNCH_SIZE_ENV, "0")) or None
+        threads = threads_per_job(launcher, launch_size)
     torch.set_num_threads(int(threads))
+    return int(threads)
 
 
 def _pin_device(t: DictConfig, job_num: int) -> Any:
@@ -250,7 +301,8 @@ def _hydra_main(cfg: DictConfig) -> str:
 
 
 def run_cli(argv: list[str]) -> int:
-    """Run the Hydra app with `argv` as its command line; the exit code reports failed runs."""
+    """Run the Hydra app with `argv` as its command line. Exit code: 0 when every run of this command is
+    completed, 1 when one failed or is unfinished, 128 + N when signal N stopped it (rerun to resume)."""
     from emergence_lab.sweep import SWEEP_SUMMARY, validate_overrides
 
     register_resolvers()
@@ -259,10 +311,16 @@ def run_cli(argv: list[str]) -> int:
         print(f"emergence train: {error}", file=sys.stderr)
         return 2
     _quiet_duplicate_lightning_logs()
+    SWEEP_SUMMARY.clear()
+    _OUTCOMES.clear()
     saved = sys.argv
     sys.argv = ["emergence train", *argv]
     try:
         _hydra_main()
+    except RunStopped as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"[stopped] by {name}; rerun the same command to resume", file=sys.stderr, flush=True)
+        return int(stop.code)  # type: ignore[arg-type]
     finally:
         sys.argv = saved
     if SWEEP_SUMMARY:
