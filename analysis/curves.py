@@ -22,6 +22,39 @@ from analysis.fit import MODELS, Fit, best_model, bootstrap_thresholds, fit_all
 from analysis.parallel import Workers
 from analysis.schema import metric_kind, unit_range
 
+ROW_ORDER: tuple[str, ...] = (
+    "classification",
+    "emergent",
+    "threshold",
+    "threshold_low",
+    "threshold_high",
+    "sharpness_decades",
+    "breakthroughness",
+    "linearity",
+    "best_fit",
+    "n_points",
+    "n_seeds",
+    "n_obs",
+    "x_min",
+    "x_max",
+    "higher_is_better",
+    "kind",
+    "rise",
+    "noise_se",
+    "floor",
+    "rise_start",
+    "rise_end",
+    "plateau_sizes",
+    "aicc_linear",
+    "aicc_sigmoid",
+    "aicc_hinge",
+    "backtest_x",
+    "backtest_model",
+    "backtest_pred",
+    "backtest_actual",
+    "backtest_error",
+    "reason",
+)
 MIN_VALID_BOOT = 0.5  # a threshold CI needs at least this share of bootstrap refits to succeed
 PARALLEL_MIN_CURVES = 24  # below this, one process is faster than starting a pool
 
@@ -181,7 +214,7 @@ def analyse_curves(
         results = workers.map(work, items, PARALLEL_MIN_CURVES)
     else:
         results = [work(item) for item in console.track(items, f"fitting {len(items)} curves", len(items))]
-    table = pd.DataFrame([r.row for r in results])
-    if len(table):
-        table.insert(len(curve_keys(x)), "x", x)
+    keys = curve_keys(x)
+    table = pd.DataFrame([r.row for r in results], columns=[*keys, *ROW_ORDER])
+    table.insert(len(keys), "x", x)
     return table, results

@@ -45,6 +45,18 @@ class FigureData:
     metric_check: pd.DataFrame
     phase_metric: str | None = None
 
+    @property
+    def size_label(self) -> str:
+        """lm-eval parameter counts are totals, and nominal when read off model names."""
+        if "n_params_nominal" in self.table.columns and self.table["n_params_nominal"].notna().any():
+            nominal = self.table["n_params_nominal"].fillna(False).astype(bool).any()
+            return "parameters (nominal, from model names)" if nominal else "parameters"
+        return X_LABELS["n_params"]
+
+    @property
+    def x_label(self) -> str:
+        return self.size_label if self.x == "n_params" else X_LABELS.get(self.x, self.x)
+
 
 def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "task"
@@ -134,10 +146,10 @@ def draw_task(item: tuple[FigureData, str], out_dir: Path) -> list[Path]:
     return paths
 
 
-def _log_x(ax, x: str, values: pd.Series | np.ndarray) -> None:
+def _log_x(ax, label: str, values: pd.Series | np.ndarray) -> None:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
-    log_x(ax, X_LABELS.get(x, x), *((v.min(), v.max()) if v.size else (None, None)))
+    log_x(ax, label, *((v.min(), v.max()) if v.size else (None, None)))
 
 
 def _arrow(metric: str) -> str:
@@ -197,7 +209,7 @@ def _scale_figure(data, task, points, obs, thresholds, curves) -> Figure | None:
             if verdict:
                 labels.append(verdict if len(splits) == 1 else f"{split}: {verdict}")
         ax.set_title(f"{metric} {_arrow(metric)}\n{' · '.join(labels)}", fontsize=8.5)
-        _log_x(ax, data.x, task_pts["x"])
+        _log_x(ax, data.x_label, task_pts["x"])
     if len(splits) > 1:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncols=len(splits))
@@ -294,10 +306,10 @@ def _training_figure(data: FigureData, task: str) -> Figure | None:
                 line = means.loc[size]
                 ax.plot(line.index, line.to_numpy(), color=cmap(norm(size)), linewidth=1.1)
         ax.set_title(f"{metric} {_arrow(metric)}")
-        _log_x(ax, "step", df["step"].astype("float64"))
+        _log_x(ax, X_LABELS["step"], df["step"].astype("float64"))
     from matplotlib.cm import ScalarMappable
 
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=X_LABELS["n_params"], shrink=0.9)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=data.size_label, shrink=0.9)
     fig.suptitle(f"{task}: metrics over training, one line per model size")
     return fig
 
@@ -324,7 +336,7 @@ def _artefact_figure(data, task, points, obs, thresholds, curves) -> Figure | No
         start = row.get("em_rise_start", np.nan)
         if row["verdict"] != "no_jump" and np.isfinite(start):
             ax.axvspan(_select(points, task=task)["x"].min(), start, color="0.5", alpha=0.12, linewidth=0)
-        _log_x(ax, data.x, _select(points, task=task)["x"])
+        _log_x(ax, data.x_label, _select(points, task=task)["x"])
     length = row.get("answer_len", np.nan)
     if np.isfinite(length) and CONTINUOUS[0] in set(map(str, _select(points, task=task)["metric"].unique())):
         ta = _select(points, task=task, split=split, subtask="all", metric=CONTINUOUS[0]).sort_values("x")
@@ -384,5 +396,5 @@ def _positions_figure(data: FigureData, task: str, points: pd.DataFrame) -> Figu
     ax.set_ylabel(f"{CONTINUOUS[0]} {_arrow(CONTINUOUS[0])}")
     ax.set_title(f"{task}: token accuracy per position ({split})")
     fig.legend(ncols=2 if len(positions) > 8 else 1, loc="outside right upper", fontsize=6.5)
-    _log_x(ax, data.x, pts["x"])
+    _log_x(ax, data.x_label, pts["x"])
     return fig

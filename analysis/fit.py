@@ -10,7 +10,7 @@ grid point) and are refined by `scipy.optimize.least_squares` with analytic Jaco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import least_squares, leastsq
@@ -157,7 +157,12 @@ def fit_all(u: np.ndarray, y: np.ndarray, min_sizes: int) -> dict[str, Fit]:
             fit = fit_nonlinear(model, u, y)
             if fit is not None:
                 fits[model] = fit
-    return fits
+    # Residuals below rounding error carry no information: on exact (e.g. constant) data every model
+    # would "win" by log(0); flooring the RSS lets ties go to the simpler model.
+    floor = max(
+        1e-12 * float(np.sum((y - y.mean()) ** 2)), len(y) * (1e-12 * float(np.abs(y).max())) ** 2, 1e-300
+    )
+    return {m: replace(f, rss=max(f.rss, floor)) for m, f in fits.items()}
 
 
 def best_model(fits: dict[str, Fit]) -> str:

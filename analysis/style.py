@@ -78,11 +78,12 @@ def _log_label(value: float, _pos: int) -> str:
 
 
 def log_x(ax, label: str, lo: float | None = None, hi: float | None = None) -> None:
-    """A log10 x axis without minor ticks; decades are labelled, and 2x and 5x too when the data span
-    less than two decades (pass the data range as lo, hi)."""
+    """A log10 x axis without minor ticks; decades are labelled, and 2x and 5x too (every digit) when the
+    data span less than two decades (one decade); pass the data range as lo, hi."""
     ax.set_xscale("log")
-    narrow = lo is not None and hi is not None and lo > 0 and np.log10(hi / lo) < 2
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,), numticks=9))
+    span = np.log10(hi / lo) if lo is not None and hi is not None and lo > 0 else np.inf
+    subs = tuple(range(1, 10)) if span < 1 else (1.0, 2.0, 5.0) if span < 2 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(_log_label))
     ax.set_xlabel(label)
