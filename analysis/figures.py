@@ -14,7 +14,7 @@ On the step axis, panels that plot against scale show the largest model's curve.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -26,10 +26,11 @@ from matplotlib.figure import Figure
 from analysis.curves import CurveResult
 from analysis.parallel import Workers
 from analysis.schema import CONTINUOUS, DISCONTINUOUS, TRAINING_METRICS, equals, higher_is_better
-from analysis.style import PALETTE, SEQUENTIAL, X_LABELS, log_x, new_figure, save, style
+from analysis.style import PALETTE, SEQUENTIAL, X_LABELS, log_ticks, log_x, new_figure, save, style
 
 CURVE_POINTS = 200
-PARALLEL_MIN_TASKS = 3
+PARALLEL_MIN_FIGURES = 6
+KINDS: tuple[str, ...] = ("scale", "phase", "training", "artefact", "positions")
 
 
 @dataclass
@@ -44,14 +45,14 @@ class FigureData:
     curves: list[CurveResult]
     metric_check: pd.DataFrame
     phase_metric: str | None = None
+    nominal_sizes: bool | None = None  # lm-eval sizes read off model names (None: not lm-eval)
 
     @property
     def size_label(self) -> str:
         """lm-eval parameter counts are totals, and nominal when read off model names."""
-        if "n_params_nominal" in self.table.columns and self.table["n_params_nominal"].notna().any():
-            nominal = self.table["n_params_nominal"].fillna(False).astype(bool).any()
-            return "parameters (nominal, from model names)" if nominal else "parameters"
-        return X_LABELS["n_params"]
+        if self.nominal_sizes is None:
+            return X_LABELS["n_params"]
+        return "parameters (nominal, from model names)" if self.nominal_sizes else "parameters"
 
     @property
     def x_label(self) -> str:
@@ -93,10 +94,15 @@ def _only(df: pd.DataFrame, task: str) -> pd.DataFrame:
     return df.loc[equals(df["task"], task)] if len(df) else df
 
 
-def _task_data(data: FigureData, task: str) -> FigureData:
-    """The part of `data` one task's figures need (small enough to send to a worker process)."""
+def _task_data(data: FigureData, task: str, kind: str) -> FigureData:
+    """The part of `data` one figure needs (small enough to send to a worker process). Only the phase
+    diagram and the training figure read the raw table, and only its subtask `all`."""
+    table = data.table.iloc[:0]
+    if kind in ("phase", "training"):
+        table = _only(data.table, task)
+        table = table.loc[equals(table["subtask"], "all")]
     return FigureData(
-        _only(data.table, task),
+        table,
         data.x,
         _only(data.obs, task),
         _only(data.points, task),
@@ -104,46 +110,55 @@ def _task_data(data: FigureData, task: str) -> FigureData:
         [c for c in data.curves if str(c.key["task"]) == task],
         _only(data.metric_check, task),
         data.phase_metric,
+        data.nominal_sizes if data.nominal_sizes is not None else _nominal(data.table),
     )
 
 
+def _nominal(table: pd.DataFrame) -> bool | None:
+    if "n_params_nominal" not in table.columns or table["n_params_nominal"].isna().all():
+        return None
+    return bool(table["n_params_nominal"].fillna(False).astype(bool).any())
+
+
 def draw_all(data: FigureData, out_dir: Path, workers: Workers | None = None) -> list[Path]:
-    """Draw every figure for every task; returns the written paths in a stable order."""
+    """Draw every figure of every task; returns the written paths in a stable order. One figure is one
+    work item, so two processes share fifteen figures evenly."""
+    data = replace(data, nominal_sizes=_nominal(data.table))
     tasks = sorted(map(str, data.table["task"].dropna().unique()))
-    work = partial(draw_task, out_dir=out_dir)
-    items = [(_task_data(data, t), t) for t in tasks]
+    items = [(_task_data(data, task, kind), task, kind) for task in tasks for kind in KINDS]
+    work = partial(draw_figure, out_dir=out_dir)
     if workers is None:
         nested = [work(item) for item in items]
     else:
-        nested = workers.map(work, items, PARALLEL_MIN_TASKS)
+        nested = workers.map(work, items, PARALLEL_MIN_FIGURES)
     return [path for paths in nested for path in paths]
 
 
-def draw_task(item: tuple[FigureData, str], out_dir: Path) -> list[Path]:
-    data, task = item
-    paths: list[Path] = []
+def draw_figure(item: tuple[FigureData, str, str], out_dir: Path) -> list[Path]:
+    """Draw one kind of figure for one task and save it in every format ([] if it does not apply)."""
+    data, task, kind = item
     curves = _curve_index(data.curves)
     points = _largest_series(data.points)
     obs = _largest_series(data.obs)
     thresholds = _largest_series(data.thresholds)
-    name = safe_name(task)
     with style():
-        drawers = (
-            ("scale", lambda: _scale_figure(data, task, points, obs, thresholds, curves)),
-            ("phase", lambda: _phase_figure(data, task)),
-            ("training", lambda: _training_figure(data, task)),
-            ("artefact", lambda: _artefact_figure(data, task, points, obs, thresholds, curves)),
-            ("positions", lambda: _positions_figure(data, task, points)),
-        )
-        for kind, draw in drawers:
-            fig = draw()
-            if fig is not None:
-                # Run the layout once, then freeze it: with no layout engine, savefig draws each format
-                # once instead of twice.
-                fig.draw_without_rendering()
-                fig.set_layout_engine(None)
-                paths += save(fig, out_dir / "figures" / f"{kind}_{name}")
-    return paths
+        if kind == "scale":
+            fig = _scale_figure(data, task, points, obs, thresholds, curves)
+        elif kind == "phase":
+            fig = _phase_figure(data, task)
+        elif kind == "training":
+            fig = _training_figure(data, task)
+        elif kind == "artefact":
+            fig = _artefact_figure(data, task, points, obs, thresholds, curves)
+        else:
+            fig = _positions_figure(data, task, points)
+        if fig is None:
+            return []
+        # Run the layout once, then freeze it: with no layout engine, savefig draws each format once
+        # instead of twice.
+        fig.draw_without_rendering()
+        fig.set_layout_engine(None)
+        return save(fig, out_dir / "figures" / f"{kind}_{safe_name(task)}")
 
 
 def _log_x(ax, label: str, values: pd.Series | np.ndarray) -> None:
@@ -284,32 +299,40 @@ def _training_figure(data: FigureData, task: str) -> Figure | None:
         return None
     df = _select(data.table, task=task, subtask="all")
     df = _select(df, split=main_split(df)) if len(df) else df
-    df = df.loc[(df["step"].astype("float64") > 0) & df["n_params"].notna()]
+    df = df.loc[(df["step"].astype("float64") > 0).to_numpy() & df["n_params"].notna().to_numpy()]
     if df["step"].nunique() < 2:
         return None
-    metrics = metric_order(sorted(map(str, df["metric"].unique())))
-    sizes = np.sort(df["n_params"].astype("float64").unique())
-    norm = (
-        LogNorm(sizes.min(), sizes.max())
-        if sizes.max() > sizes.min()
-        else LogNorm(sizes.min() / 2, sizes.min() * 2)
+    # One group-by for every line of every panel: mean over seeds per (metric, size, step).
+    means = (
+        pd.DataFrame(
+            {
+                "metric": df["metric"].astype(str).to_numpy(),
+                "size": df["n_params"].to_numpy(dtype="float64"),
+                "step": df["step"].to_numpy(dtype="float64"),
+                "value": df["value"].to_numpy(dtype="float64"),
+            }
+        )
+        .groupby(["metric", "size", "step"], sort=True)["value"]
+        .mean()
     )
+    metrics = metric_order(sorted(means.index.get_level_values("metric").unique()))
+    sizes = np.sort(means.index.get_level_values("size").unique().to_numpy())
+    lo, hi = sizes.min(), sizes.max()
+    norm = LogNorm(lo, hi) if hi > lo else LogNorm(lo / 2, lo * 2)
     cmap = _cmap()
+    steps = means.index.get_level_values("step")
     fig, axes = new_figure(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
-        part = _select(df, metric=metric)
-        means = part.groupby([part["n_params"].astype("float64"), part["step"].astype("float64")])[
-            "value"
-        ].mean()
-        for size in sizes:
-            if size in means.index.get_level_values(0):
-                line = means.loc[size]
-                ax.plot(line.index, line.to_numpy(), color=cmap(norm(size)), linewidth=1.1)
+        for size, line in means.loc[metric].groupby(level="size", sort=True):
+            ax.plot(
+                line.index.get_level_values("step"), line.to_numpy(), color=cmap(norm(size)), linewidth=1.1
+            )
         ax.set_title(f"{metric} {_arrow(metric)}")
-        _log_x(ax, X_LABELS["step"], df["step"].astype("float64"))
+        _log_x(ax, X_LABELS["step"], steps)
     from matplotlib.cm import ScalarMappable
 
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=data.size_label, shrink=0.9)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=data.size_label, shrink=0.9)
+    log_ticks(bar.ax.yaxis, np.log10(norm.vmax / norm.vmin))
     fig.suptitle(f"{task}: metrics over training, one line per model size")
     return fig
 

@@ -77,15 +77,20 @@ def _log_label(value: float, _pos: int) -> str:
     return power if abs(mantissa - 1) < 1e-6 else f"{mantissa:.3g}·{power}"
 
 
+def log_ticks(axis, span: float = np.inf) -> None:
+    """Decade ticks labelled with superscripts (no mathtext), no minor ticks; every digit, or 1-2-5,
+    when the axis spans less than one or two decades."""
+    subs = tuple(range(1, 10)) if span < 1 else (1.0, 2.0, 5.0) if span < 2 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(_log_label))
+
+
 def log_x(ax, label: str, lo: float | None = None, hi: float | None = None) -> None:
     """A log10 x axis without minor ticks; decades are labelled, and 2x and 5x too (every digit) when the
     data span less than two decades (one decade); pass the data range as lo, hi."""
     ax.set_xscale("log")
-    span = np.log10(hi / lo) if lo is not None and hi is not None and lo > 0 else np.inf
-    subs = tuple(range(1, 10)) if span < 1 else (1.0, 2.0, 5.0) if span < 2 else (1.0,)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(_log_label))
+    log_ticks(ax.xaxis, np.log10(hi / lo) if lo is not None and hi is not None and lo > 0 else np.inf)
     ax.set_xlabel(label)
 
 
