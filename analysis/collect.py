@@ -288,7 +288,10 @@ def read_table_file(path: Path, console: Console, scale_column: str = "n_params"
     for col, default in defaults.items():
         if col not in df.columns:
             df[col] = default
-    if "run_id" not in df.columns:
+    if "run_id" not in df.columns:  # one run per configuration and seed
         config = [c for c in ("sweep", "model", "n_params", "width", "depth", "seed") if c in df.columns]
-        df["run_id"] = df[config].astype(str).agg(":".join, axis=1) if config else path.stem
+        run_id = df[config[0]].astype(str)
+        for col in config[1:]:
+            run_id = run_id + ":" + df[col].astype(str)
+        df["run_id"] = run_id
     return df

@@ -209,11 +209,9 @@ def analyse_curves(
     workers: each curve's bootstrap is seeded from its own key."""
     items = _inputs(obs, x, directions) if len(obs) else []
     work = partial(analyse_curve, criteria=criteria, n_boot=n_boot, seed=seed, holdout=holdout)
-    if workers is not None and workers.jobs > 1 and len(items) >= PARALLEL_MIN_CURVES and n_boot:
-        console.info(f"fitting {len(items)} curves on {workers.jobs} processes")
-        results = workers.map(work, items, PARALLEL_MIN_CURVES)
-    else:
-        results = [work(item) for item in console.track(items, f"fitting {len(items)} curves", len(items))]
+    workers = workers or Workers(1)
+    min_items = PARALLEL_MIN_CURVES if n_boot else len(items) + 1  # without bootstraps, one process is faster
+    results = workers.map(work, items, min_items, console, f"fitting {len(items)} curves")
     keys = curve_keys(x)
     table = pd.DataFrame([r.row for r in results], columns=[*keys, *ROW_ORDER])
     table.insert(len(keys), "x", x)

@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
+from analysis.console import Console
 from analysis.curves import CurveResult
 from analysis.parallel import Workers
 from analysis.schema import CONTINUOUS, DISCONTINUOUS, TRAINING_METRICS, equals, higher_is_better
@@ -120,17 +121,16 @@ def _nominal(table: pd.DataFrame) -> bool | None:
     return bool(table["n_params_nominal"].fillna(False).astype(bool).any())
 
 
-def draw_all(data: FigureData, out_dir: Path, workers: Workers | None = None) -> list[Path]:
+def draw_all(
+    data: FigureData, out_dir: Path, workers: Workers | None = None, console: Console | None = None
+) -> list[Path]:
     """Draw every figure of every task; returns the written paths in a stable order. One figure is one
     work item, so two processes share fifteen figures evenly."""
     data = replace(data, nominal_sizes=_nominal(data.table))
     tasks = sorted(map(str, data.table["task"].dropna().unique()))
     items = [(_task_data(data, task, kind), task, kind) for task in tasks for kind in KINDS]
     work = partial(draw_figure, out_dir=out_dir)
-    if workers is None:
-        nested = [work(item) for item in items]
-    else:
-        nested = workers.map(work, items, PARALLEL_MIN_FIGURES)
+    nested = (workers or Workers(1)).map(work, items, PARALLEL_MIN_FIGURES, console, "drawing figures")
     return [path for paths in nested for path in paths]
 
 

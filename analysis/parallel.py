@@ -8,10 +8,12 @@ started only when there is enough work to repay their start-up; one pool serves 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any, TypeVar
+
+from analysis.console import Console
 
 T = TypeVar("T")
 
@@ -29,11 +31,23 @@ class Workers:
             self._pool.shutdown()
             self._pool = None
 
-    def map(self, func: Callable[[Any], T], items: Sequence[Any], min_items: int) -> list[T]:
-        """`[func(i) for i in items]`, in parallel when there are at least `min_items` items."""
+    def map(
+        self,
+        func: Callable[[Any], T],
+        items: Sequence[Any],
+        min_items: int,
+        console: Console | None = None,
+        description: str = "",
+    ) -> list[T]:
+        """`[func(i) for i in items]`, in parallel when there are at least `min_items` items; with a
+        progress bar on `console` (drawn only on a terminal)."""
         if self.jobs <= 1 or len(items) < max(min_items, 2):
-            return [func(item) for item in items]
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))
-        chunk = max(1, len(items) // (self.jobs * 4))
-        return list(self._pool.map(func, items, chunksize=chunk))
+            results: Iterable[T] = (func(item) for item in items)
+        else:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))
+            chunk = max(1, len(items) // (self.jobs * 4))
+            results = self._pool.map(func, items, chunksize=chunk)
+        if console is not None:
+            results = console.track(results, description, len(items))
+        return list(results)

@@ -209,7 +209,7 @@ def _build(
             analysis.metric_check,
             options.phase_metric,
         )
-        figure_paths = draw_all(data, out_dir, workers)
+        figure_paths = draw_all(data, out_dir, workers, console)
     clock.lap("figures")
     return analysis, paths, figure_paths
 

@@ -105,3 +105,23 @@ def test_tables_written(analysed: Path) -> None:
     points = pd.read_csv(analysed / "points.csv")
     assert {"mean", "std", "n_seeds", "ci_low", "ci_high"} <= set(points.columns)
     assert np.all(points["ci_low"] <= points["mean"] + 1e-12)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_bytes(analysed: Path, tmp_path: Path, monkeypatch) -> None:
+    """Curves and figures spread over two spawned processes give exactly what one process gives."""
+    import analysis.curves
+    import analysis.figures
+
+    monkeypatch.setattr(analysis.curves, "PARALLEL_MIN_CURVES", 2)
+    monkeypatch.setattr(analysis.figures, "PARALLEL_MIN_FIGURES", 2)
+    out = tmp_path / "parallel"
+    out.mkdir()
+    for name in ("results.parquet", "results.csv"):
+        (out / name).write_bytes((analysed / name).read_bytes())
+    assert figures_main([str(out), "--quiet", "--jobs", "2"]) == 0
+    assert figures_main([str(analysed), "--quiet", "--jobs", "1"]) == 0
+    one, two = snapshot(analysed), snapshot(out)
+    assert {k: v for k, v in one.items() if k != "report.md" and k != "report.html"} == {
+        k: v for k, v in two.items() if k != "report.md" and k != "report.html"
+    }
