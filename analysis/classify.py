@@ -20,27 +20,14 @@ the input's stderr when there is one seed; the best fit's residual spread otherw
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from analysis.fit import Fit
+from analysis.options import Criteria
 
 SHARP_GRID = 4001
-
-
-@dataclass(frozen=True)
-class Criteria:
-    min_sizes: int = 5
-    aicc_margin: float = 2.0
-    snr: float = 3.0
-    min_rise_frac: float = 0.2
-    max_sharpness: float = 1.0
-    plateau_sizes: int = 2
-    plateau_k: float = 2.0
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from analysis.classify import Criteria
-from analysis.metric_check import CheckOptions
-from analysis.schema import X_CHOICES
+from analysis.options import CHECK_HELP, CRITERIA_HELP, X_CHOICES, CheckOptions, Criteria
 
 
 class _UsageError(Exception):
@@ -63,17 +61,25 @@ def _analyze_parser() -> _Parser:
     p.add_argument("--jobs", type=int, default=None, help="processes for the fits (default: all cores)")
     p.add_argument("--no-figures", action="store_true", help="tables and report only")
     p.add_argument("--quiet", action="store_true", help="print only the written paths")
-    defaults = Criteria()
-    group = p.add_argument_group("classification criteria (see report.md)")
-    for name, value in defaults.as_dict().items():
-        group.add_argument(
-            f"--{name.replace('_', '-')}", type=type(value), default=value, dest=f"crit_{name}"
+    group = p.add_argument_group("classification criteria (written into report.md)")
+    for name, value in Criteria().as_dict().items():
+        flag, help_text = (
+            f"--{name.replace('_', '-')}",
+            f"{CRITERIA_HELP[name]} (default {value})".replace("%", "%%"),
         )
-    check = CheckOptions()
-    group = p.add_argument_group("metric check")
-    for name, value in vars(check).items():
+        metavar = type(value).__name__.upper()
         group.add_argument(
-            f"--check-{name.replace('_', '-')}", type=type(value), default=value, dest=f"check_{name}"
+            flag, type=type(value), default=value, dest=f"crit_{name}", help=help_text, metavar=metavar
+        )
+    group = p.add_argument_group("metric check")
+    for name, value in vars(CheckOptions()).items():
+        flag, help_text = (
+            f"--check-{name.replace('_', '-')}",
+            f"{CHECK_HELP[name]} (default {value})".replace("%", "%%"),
+        )
+        metavar = type(value).__name__.upper()
+        group.add_argument(
+            flag, type=type(value), default=value, dest=f"check_{name}", help=help_text, metavar=metavar
         )
     return p
 

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.aggregate import curve_keys
-from analysis.classify import Criteria, breakthroughness, classify, linearity, noise_se
+from analysis.classify import breakthroughness, classify, linearity, noise_se
 from analysis.console import Console
 from analysis.fit import MODELS, Fit, best_model, bootstrap_thresholds, fit_all
+from analysis.options import Criteria
 from analysis.parallel import Workers
 from analysis.schema import metric_kind, unit_range
 

@@ -20,7 +20,6 @@ holds across sizes (it is exact for independent per-token errors).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,14 +27,8 @@ import pandas as pd
 from scipy import stats
 
 from analysis.aggregate import curve_keys
+from analysis.options import CheckOptions
 from analysis.schema import CONTINUOUS, DISCONTINUOUS, equals, unit_range
-
-
-@dataclass(frozen=True)
-class CheckOptions:
-    z_min: float = 2.0
-    min_frac: float = 0.05
-    same_place_decades: float = 0.5
 
 
 def _floor_change(u: np.ndarray, y: np.ndarray, se: float, opts: CheckOptions) -> tuple[float, float]:

@@ -19,11 +19,11 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from analysis.aggregate import aggregate, observations
-from analysis.classify import Criteria
 from analysis.console import Console
 from analysis.curves import CurveResult, analyse_curves
 from analysis.figures import FigureData, draw_all
-from analysis.metric_check import CheckOptions, metric_check
+from analysis.metric_check import metric_check
+from analysis.options import CheckOptions, Criteria
 from analysis.parallel import Workers
 from analysis.report import build_blocks, write_report
 from analysis.schema import metric_directions, normalise

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.classify import Criteria
+from analysis.options import CRITERIA_HELP, Criteria
 
 THRESHOLD_COLUMNS = (
     "task",
@@ -50,15 +50,6 @@ CHECK_COLUMNS = (
     "em_vs_ta_pow_L_mae",
     "reason",
 )
-CRITERIA_TEXT = {
-    "min_sizes": "distinct sizes needed for the nonlinear fits and for `emergent`",
-    "aicc_margin": "AICc by which sigmoid or hinge must beat the line",
-    "snr": "a rise counts only above this many standard errors of a size's mean (else `absent`)",
-    "min_rise_frac": "emergent rise: at least this fraction of the metric's range",
-    "max_sharpness": "emergent rise: 10% to 90% within this many decades",
-    "plateau_sizes": "sizes that must sit on the floor before the rise",
-    "plateau_k": "'on the floor': within this many standard errors (or 10% of the rise)",
-}
 FIGURE_CAPTIONS = {
     "scale": "Metrics against scale: seeds (points), mean with 95% bootstrap CI, best fit (dashed), "
     "threshold with its 95% CI (dotted line and band).",
@@ -115,7 +106,7 @@ def build_blocks(
     blocks.append(Block("heading", "Classification criteria"))
     crit = pd.DataFrame(
         [
-            {"criterion": k, "value": v, "meaning": CRITERIA_TEXT.get(k, "")}
+            {"criterion": k, "value": v, "meaning": CRITERIA_HELP.get(k, "")}
             for k, v in criteria.as_dict().items()
         ]
     )

@@ -56,7 +56,6 @@ COLUMN_ORDER: tuple[str, ...] = (
 
 # A CSV/Parquet input needs these plus its scale column; everything else is optional.
 MIN_COLUMNS: tuple[str, ...] = ("task", "metric", "value")
-X_CHOICES: tuple[str, ...] = ("n_params", "flops", "tokens", "width", "depth", "step")
 
 DISCONTINUOUS = "exact_match"
 CONTINUOUS: tuple[str, ...] = ("token_accuracy", "edit_distance", "answer_logprob", "brier")

@@ -1,0 +1,53 @@
+"""The written, configurable criteria of the classification and of the metric check, with their meaning.
+
+Kept free of heavy imports: `emergence analyze --help` lists them without loading numpy or scipy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+X_CHOICES: tuple[str, ...] = ("n_params", "flops", "tokens", "width", "depth", "step")
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """When is a curve `emergent`? (see `analysis.classify` for how each is measured)"""
+
+    min_sizes: int = 5
+    aicc_margin: float = 2.0
+    snr: float = 3.0
+    min_rise_frac: float = 0.2
+    max_sharpness: float = 1.0
+    plateau_sizes: int = 2
+    plateau_k: float = 2.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+CRITERIA_HELP = {
+    "min_sizes": "distinct sizes needed for the nonlinear fits and for `emergent`",
+    "aicc_margin": "AICc by which sigmoid or hinge must beat the line",
+    "snr": "a rise counts only above this many standard errors of a size's mean (else `absent`)",
+    "min_rise_frac": "emergent rise: at least this fraction of the metric's range",
+    "max_sharpness": "emergent rise: 10% to 90% within this many decades",
+    "plateau_sizes": "sizes that must sit on the floor before the rise",
+    "plateau_k": "'on the floor': within this many standard errors (or 10% of the rise)",
+}
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """When did a continuous metric move while exact match sat at its floor? (`analysis.metric_check`)"""
+
+    z_min: float = 2.0
+    min_frac: float = 0.05
+    same_place_decades: float = 0.5
+
+
+CHECK_HELP = {
+    "z_min": "a continuous metric 'moved' when its slope over the floor sizes is this many SEs above 0",
+    "min_frac": "... and its change is at least this fraction of its range",
+    "same_place_decades": "two thresholds within this many decades are 'the same place'",
+}
