@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,11 @@ CSS = (
 )
 
 
+def _inline(text: str) -> str:
+    """Escaped text with `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def to_html(blocks: list[Block]) -> str:
     esc = html.escape
     out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>Emergence analysis</title>"]
@@ -181,18 +187,18 @@ def to_html(blocks: list[Block]) -> str:
         if b.kind == "heading":
             out.append(f"<h{b.level}>{esc(str(b.content))}</h{b.level}>")
         elif b.kind == "text":
-            out.append(f"<p>{esc(str(b.content))}</p>")
+            out.append(f"<p>{_inline(str(b.content))}</p>")
         elif b.kind == "code":
             out.append(f"<pre><code>{esc(str(b.content))}</code></pre>")
         elif b.kind == "list":
-            out.append("<ul>" + "".join(f"<li>{esc(str(i))}</li>" for i in b.content) + "</ul>")
+            out.append("<ul>" + "".join(f"<li>{_inline(str(i))}</li>" for i in b.content) + "</ul>")
         elif b.kind == "image":
             out.append(f"<figure><img src='{esc(b.content[0])}' alt='{esc(b.content[1])}'></figure>")
         elif b.kind == "table":
             df = b.content
             head = "".join(f"<th>{esc(str(c))}</th>" for c in df.columns)
             rows = "".join(
-                "<tr>" + "".join(f"<td>{esc(_fmt(v))}</td>" for v in row) + "</tr>"
+                "<tr>" + "".join(f"<td>{_inline(_fmt(v))}</td>" for v in row) + "</tr>"
                 for row in df.itertuples(index=False)
             )
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
