@@ -22,25 +22,9 @@ import torch
 
 from emergence_lab.module import EmergenceModule
 from emergence_lab.results import ResultsWriter
+from emergence_lab.sweep import stop_signals, submitit_signal
 
 CHECKPOINT = "last.ckpt"
-
-
-def stop_signals() -> tuple[int, ...]:
-    """SIGTERM and SIGUSR1 always; inside a submitit job also submitit's preemption/timeout signal."""
-    signals = [signal.SIGTERM, signal.SIGUSR1]
-    preempt = submitit_signal()
-    if preempt is not None and preempt not in signals:
-        signals.append(preempt)
-    return tuple(signals)
-
-
-def submitit_signal() -> int | None:
-    """The signal submitit uses for preemption and timeouts, when this process is a submitit job."""
-    if not os.environ.get("SUBMITIT_EXECUTOR"):
-        return None
-    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-    return getattr(signal, name, None)
 
 
 class RunRecorder(pl.Callback):

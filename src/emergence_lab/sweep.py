@@ -10,9 +10,12 @@ Nothing here schedules jobs: Hydra's launchers (basic, joblib, submitit) do. Thi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,8 @@ HYDRA_FLAGS_WITHOUT_RUN = {
 }
 # Outcome of the last multirun in this process, over the runs it launched (read by the CLI for its exit code).
 SWEEP_SUMMARY: dict[str, int] = {}
+# The stop signal the launching process received during a joblib launch (and passed on to the workers).
+STOP_SIGNAL: list[int] = []
 
 
 @dataclass
@@ -287,6 +292,8 @@ class SweepCallback(Callback):
         write_manifest(sweep_dir, str(config.sweep), runs, analysis)  # type: ignore[arg-type]
         os.environ[LAUNCH_SIZE_ENV] = str(len(runs))
         launcher = config.hydra.launcher
+        if "joblib" in str(launcher.get("_target_", "")):
+            _pass_stop_signals_to_joblib_workers()
         at_once = jobs_at_once(launcher, len(runs), cpu_cores())
         threads = config.trainer.threads
         if threads == "auto":
@@ -309,6 +316,67 @@ class SweepCallback(Callback):
                 print(f"[sweep]   failed {s['run_id']}: {s.get('reason')}", flush=True)
         if counts["unfinished"]:
             print("[sweep] rerun the same command to resume unfinished runs", flush=True)
+
+
+# ---- signals that stop a run (recorder.py) or a joblib sweep -------------------------------------------
+def stop_signals() -> tuple[int, ...]:
+    """SIGTERM and SIGUSR1 always; inside a submitit job also submitit's preemption/timeout signal."""
+    signals = [signal.SIGTERM, signal.SIGUSR1]
+    preempt = submitit_signal()
+    if preempt is not None and preempt not in signals:
+        signals.append(preempt)
+    return tuple(signals)
+
+
+def submitit_signal() -> int | None:
+    """The signal submitit uses for preemption and timeouts, when this process is a submitit job."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return getattr(signal, name, None)
+
+
+# How long the launching process of a joblib sweep waits, after a stop signal, for its workers to checkpoint.
+STOP_WAIT_S = 300.0
+
+
+def _pass_stop_signals_to_joblib_workers() -> None:
+    """`kill <pid>` of a joblib sweep reaches only the launching process, which trains nothing: pass
+    SIGTERM / SIGUSR1 on to the workers, whose runs checkpoint and exit, and wait for them, since joblib
+    kills every other worker as soon as one exits; then the sweep ends (train.run_cli). A signal to the
+    whole process group (Ctrl-C, kill -TERM -<pgid>, scancel) reaches the workers as well."""
+
+    def forward(signum: int, _frame: object) -> None:
+        if not STOP_SIGNAL:
+            STOP_SIGNAL.append(signum)
+        from joblib.externals.loky import reusable_executor
+
+        executor = reusable_executor._executor  # the executor joblib's loky backend reuses
+        pids = list(getattr(executor, "_processes", {}) or {})
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    for sig in stop_signals():
+        signal.signal(sig, forward)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs: it exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc: whether the pid exists at all
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state not in ("Z", "X")
 
 
 # ---- `emergence sweep` ------------------------------------------------------------------------------

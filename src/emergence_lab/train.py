@@ -20,21 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning.pytorch as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from emergence_lab.budget import Budget
-from emergence_lab.model import Transformer, TransformerConfig
-from emergence_lab.module import EmergenceModule
-from emergence_lab.optim import OptimConfig
-from emergence_lab.recorder import RunRecorder
 from emergence_lab.results import (
     SCHEMA_VERSION,
     atomic_write_text,
@@ -44,7 +36,13 @@ from emergence_lab.results import (
     write_run_info,
 )
 from emergence_lab.run_id import register_resolvers, run_id
-from emergence_lab.wandb_setup import build_loggers, finish_wandb
+
+# torch and lightning are imported where a run trains, not here: the process that launches a joblib or
+# submitit sweep (and `--dry-run`) trains nothing and is seconds faster to start without them.
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from emergence_lab.recorder import RunRecorder
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger(__name__)
@@ -54,6 +52,8 @@ register_resolvers()
 
 # Statuses of the runs this process trained in single-run mode; the CLI turns them into an exit code.
 _OUTCOMES: list[str] = []
+# The process that runs Hydra (set by run_cli); None in joblib and submitit worker processes.
+_LAUNCHING_PID: int | None = None
 
 
 # ---- the Hydra application --------------------------------------------------------------------------
@@ -79,23 +79,41 @@ def train(cfg: DictConfig) -> str:
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     _quiet_duplicate_lightning_logs()  # again here: joblib and submitit run jobs in fresh processes
-    with _run_lock(run_dir) as acquired:
-        if not acquired:
-            print(f"[skip] {run_dir.name}: another live process holds this run", flush=True)
-            return "running"
-        info = read_run_info(run_dir)
-        if info and info.get("status") == "completed":
-            print(f"[skip] {run_dir.name}: already completed ({run_dir})", flush=True)
-            return "completed"
-        outcome = _train_locked(cfg, run_dir, info or {}, job_num=hc.job.num if multirun else 0)
+    try:
+        with _run_lock(run_dir) as acquired:
+            if not acquired:
+                print(f"[skip] {run_dir.name}: another live process holds this run", flush=True)
+                return "running"
+            info = read_run_info(run_dir)
+            if info and info.get("status") == "completed":
+                print(f"[skip] {run_dir.name}: already completed ({run_dir})", flush=True)
+                return "completed"
+            outcome = _train_locked(cfg, run_dir, info or {}, job_num=hc.job.num if multirun else 0)
+    except (SystemExit, KeyboardInterrupt):  # stopped before our signal handler was in place
+        _leave_if_joblib_worker(1)
+        raise
     _OUTCOMES.append(outcome.status)
     if outcome.signum is not None:
         if outcome.preempt_handler is not None:
             # submitit's own preemption handling: dump the job for a requeue, requeue it, exit the process
             print(f"[requeue] {run_dir.name}: handing over to submitit", flush=True)
             outcome.preempt_handler(outcome.signum, None)
+        _leave_if_joblib_worker(128 + outcome.signum)
         raise RunStopped(outcome.signum)
     return outcome.status
+
+
+def _leave_if_joblib_worker(code: int) -> None:
+    """A joblib (loky) worker that was told to stop exits here: loky would otherwise catch the exception,
+    send it to a launching process that may already be gone, and start the next queued run."""
+    if os.getpid() == _LAUNCHING_PID:
+        return
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @contextmanager
@@ -139,6 +157,17 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
     recorder: RunRecorder | None = None
     trainer: pl.Trainer | None = None
     try:
+        import lightning.pytorch as pl
+        import torch
+        from hydra.utils import instantiate
+
+        from emergence_lab.budget import Budget
+        from emergence_lab.model import Transformer, TransformerConfig
+        from emergence_lab.module import EmergenceModule
+        from emergence_lab.optim import OptimConfig
+        from emergence_lab.recorder import RunRecorder
+        from emergence_lab.wandb_setup import build_loggers
+
         task = instantiate(cfg.task)
         model_cfg: TransformerConfig = instantiate(
             cfg.model, vocab_size=task.vocab_size, max_seq_len=task.max_seq_len
@@ -192,6 +221,11 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
             dropped = recorder.writer.keep_until(step)
             info["resumed_from_steps"] = [*previous.get("resumed_from_steps", []), step]
             print(f"[resume] {rid} from step {step} ({dropped} later rows dropped)", flush=True)
+        else:
+            # an earlier attempt may have evaluated step 0 and died before its first checkpoint
+            dropped = recorder.writer.keep_until(-1)
+            if dropped:
+                print(f"[restart] {rid}: no checkpoint; {dropped} rows of an earlier try dropped", flush=True)
         write_run_info(run_dir, info)
 
         loggers = build_loggers(cfg, run_dir, rid, task.name, static, resolved)
@@ -231,6 +265,8 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
         reason = f"{type(exc).__name__} {exc}".strip()
         raise
     finally:
+        from emergence_lab.wandb_setup import finish_wandb
+
         finish_wandb(loggers)
         if trainer is not None:
             info["step"] = trainer.global_step
@@ -273,18 +309,24 @@ def _set_threads(threads: int | str) -> int:
         launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
         launch_size = int(os.environ.get(LAUNCH_SIZE_ENV, "0")) or None
         threads = threads_per_job(launcher, launch_size)
+    import torch
+
     torch.set_num_threads(int(threads))
     return int(threads)
 
 
 def _pin_device(t: DictConfig, job_num: int) -> Any:
     """With several GPUs visible and a one-device job, a parallel sweep puts job k on GPU k mod n."""
+    import torch
+
     if t.accelerator in ("gpu", "cuda") and t.devices == 1 and torch.cuda.device_count() > 1:
         return [job_num % torch.cuda.device_count()]
     return t.devices
 
 
 def _device_name(accelerator: str) -> str:
+    import torch
+
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         return torch.cuda.get_device_name()
     return f"cpu ({os.cpu_count()} cores)"
@@ -303,7 +345,7 @@ def _hydra_main(cfg: DictConfig) -> str:
 def run_cli(argv: list[str]) -> int:
     """Run the Hydra app with `argv` as its command line. Exit code: 0 when every run of this command is
     completed, 1 when one failed or is unfinished, 128 + N when signal N stopped it (rerun to resume)."""
-    from emergence_lab.sweep import SWEEP_SUMMARY, validate_overrides
+    from emergence_lab.sweep import STOP_SIGNAL, SWEEP_SUMMARY, validate_overrides
 
     register_resolvers()
     error = validate_overrides(argv)
@@ -311,21 +353,32 @@ def run_cli(argv: list[str]) -> int:
         print(f"emergence train: {error}", file=sys.stderr)
         return 2
     _quiet_duplicate_lightning_logs()
+    global _LAUNCHING_PID
+    _LAUNCHING_PID = os.getpid()
     SWEEP_SUMMARY.clear()
+    STOP_SIGNAL.clear()
     _OUTCOMES.clear()
     saved = sys.argv
     sys.argv = ["emergence train", *argv]
     try:
         _hydra_main()
     except RunStopped as stop:
-        name = signal.Signals(stop.signum).name
-        print(f"[stopped] by {name}; rerun the same command to resume", file=sys.stderr, flush=True)
-        return int(stop.code)  # type: ignore[arg-type]
+        return _stopped(stop.signum)
+    except SystemExit:  # how Hydra reports a launcher error, e.g. joblib workers that stopped on a signal
+        if STOP_SIGNAL:
+            return _stopped(STOP_SIGNAL[0])
+        raise
     finally:
         sys.argv = saved
     if SWEEP_SUMMARY:
         return 0 if SWEEP_SUMMARY.get("unfinished", 0) == 0 else 1
     return 0 if all(s in ("completed", "running") for s in _OUTCOMES) else 1
+
+
+def _stopped(signum: int) -> int:
+    name = signal.Signals(signum).name
+    print(f"[stopped] by {name}; rerun the same command to resume", file=sys.stderr, flush=True)
+    return 128 + signum
 
 
 def _quiet_duplicate_lightning_logs() -> None:
