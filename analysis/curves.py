@@ -18,7 +18,7 @@ import pandas as pd
 from analysis.aggregate import curve_keys
 from analysis.classify import breakthroughness, classify, linearity, noise_se
 from analysis.console import Console
-from analysis.fit import MODELS, Fit, best_model, bootstrap_thresholds, fit_all
+from analysis.fit import MODELS, Fit, best_model, bootstrap_thresholds, fit_all, on_bound
 from analysis.options import Criteria
 from analysis.parallel import Workers
 from analysis.schema import metric_kind, unit_range
@@ -142,11 +142,15 @@ def analyse_curve(item: CurveInput, criteria: Criteria, n_boot: int, seed: int, 
     verdict = classify(sizes, means, fits, best, se, unit_range(metric), criteria)
     boot = np.empty(0)
     threshold = low = high = np.nan
+    reason = verdict.reason
     if best != "linear" and verdict.label != "absent":
         threshold = fits[best].threshold
-        boot = bootstrap_thresholds(fits[best], item.u, y, groups, n_boot, curve_seed(item.key, seed))
-        if n_boot and np.isfinite(boot).mean() >= MIN_VALID_BOOT:
-            low, high = np.nanpercentile(boot, [2.5, 97.5])
+        if on_bound(fits[best], item.u, y):
+            reason += "; no threshold CI: the best fit rests on a parameter bound"
+        elif n_boot:
+            boot = bootstrap_thresholds(fits[best], item.u, y, groups, n_boot, curve_seed(item.key, seed))
+            if np.isfinite(boot).mean() >= MIN_VALID_BOOT:
+                low, high = np.nanpercentile(boot, [2.5, 97.5])
     row |= {
         "classification": verdict.label,
         "emergent": verdict.label == "emergent",
@@ -164,7 +168,7 @@ def analyse_curve(item: CurveInput, criteria: Criteria, n_boot: int, seed: int, 
         "rise_end": 10**verdict.u90,
         "plateau_sizes": verdict.plateau_sizes,
         **{f"aicc_{m}": fits[m].aicc if m in fits else np.nan for m in MODELS},
-        "reason": verdict.reason,
+        "reason": reason,
     }
     bt = backtest(item.u, y, sizes, holdout, criteria.min_sizes)
     for k in ("backtest_pred", "backtest_actual", "backtest_error"):

@@ -65,15 +65,21 @@ def predict(model: str, p: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def _jacobian(model: str, p: np.ndarray, u: np.ndarray) -> np.ndarray:
-    if model == "sigmoid":
-        s = expit(p[2] * (u - p[3]))
-        ds = s * (1.0 - s) * (p[1] - p[0])
-        return np.column_stack([1.0 - s, s, ds * (u - p[3]), -ds * p[2]])
+    jac = np.empty((len(u), 4))
     d = u - p[3]
-    left = d < 0
-    return np.column_stack(
-        [np.ones_like(u), np.minimum(d, 0.0), np.maximum(d, 0.0), np.where(left, -p[1], -p[2])]
-    )
+    if model == "sigmoid":
+        s = expit(p[2] * d)
+        ds = s * (1.0 - s) * (p[1] - p[0])
+        jac[:, 0] = 1.0 - s
+        jac[:, 1] = s
+        jac[:, 2] = ds * d
+        jac[:, 3] = -ds * p[2]
+        return jac
+    jac[:, 0] = 1.0
+    jac[:, 1] = np.minimum(d, 0.0)
+    jac[:, 2] = np.maximum(d, 0.0)
+    jac[:, 3] = np.where(d < 0, -p[1], -p[2])
+    return jac
 
 
 def fit_linear(u: np.ndarray, y: np.ndarray) -> Fit:
@@ -184,41 +190,43 @@ def resample(groups: list[np.ndarray], rng: np.random.Generator, n_boot: int) ->
     return out
 
 
-def refit_threshold(fit: Fit, u: np.ndarray, y: np.ndarray, edge: bool = False) -> float:
+def refit_threshold(fit: Fit, u: np.ndarray, y: np.ndarray) -> float:
     """Threshold of `fit.model` refitted to (u, y), starting from `fit`'s parameters.
 
     Unbounded Levenberg-Marquardt (MINPACK `leastsq`) first: from a warm start it converges in a few steps,
     several times faster than the bounded trust-region fit, which is the fallback when LM fails or leaves
-    the bounds. A sigmoid steeper than K_MAX is accepted: its midpoint still says where the step is.
-    When the full-data fit already rests on a bound (`edge`), LM would only run off, so the bounded fit
-    is used directly."""
+    the bounds. A sigmoid steeper than K_MAX is accepted: its midpoint still says where the step is."""
+    lower, upper = _bounds(fit.model, u, y)
     start = np.asarray(fit.params, dtype=float)
-    if not edge:
-        lower, upper = _bounds(fit.model, u, y)
-        try:
-            p, _, _, _, ier = leastsq(
-                lambda q: predict(fit.model, q, u) - y,
-                start,
-                Dfun=lambda q: _jacobian(fit.model, q, u),
-                full_output=True,
-                ftol=1e-7,
-                xtol=1e-7,
-                maxfev=80,  # from a warm start LM needs ~10; more means it is running off to infinity
-            )
-            valid = np.all(np.isfinite(p)) and (fit.model != "sigmoid" or p[2] >= 0)
-            if valid and ier in (1, 2, 3, 4) and lower[3] <= p[3] <= upper[3]:
-                return float(p[3])
-        except (ValueError, np.linalg.LinAlgError):
-            pass
+    try:
+        p, _, _, _, ier = leastsq(
+            lambda q: predict(fit.model, q, u) - y,
+            start,
+            Dfun=lambda q: _jacobian(fit.model, q, u),
+            full_output=True,
+            ftol=1e-7,
+            xtol=1e-7,
+            maxfev=80,  # from a warm start LM needs ~10; more means it is running off to infinity
+        )
+        valid = np.all(np.isfinite(p)) and (fit.model != "sigmoid" or p[2] >= 0)
+        if valid and ier in (1, 2, 3, 4) and lower[3] <= p[3] <= upper[3]:
+            return float(p[3])
+    except (ValueError, np.linalg.LinAlgError):
+        pass
     bounded = fit_nonlinear(fit.model, u, y, start, max_nfev=60)
     return bounded.threshold if bounded is not None else np.nan
 
 
 def on_bound(fit: Fit, u: np.ndarray, y: np.ndarray) -> bool:
-    """Does any parameter of `fit` rest on its bound (within 0.1% of the bound's span)?"""
+    """Does the fit rest on a bound (within 0.1% of the bound's span)? A sigmoid at the steepest slope is
+    a clean step and does not count; a level, midpoint, breakpoint or hinge slope on its bound means the
+    model is stretched past what the data show, and its threshold is not identified."""
     lower, upper = _bounds(fit.model, u, y)
     p, tol = np.asarray(fit.params), 1e-3 * (upper - lower)
-    return bool(np.any(p <= lower + tol) or np.any(p >= upper - tol))
+    hits = (p <= lower + tol) | (p >= upper - tol)
+    if fit.model == "sigmoid":
+        hits[2] = False
+    return bool(hits.any())
 
 
 def bootstrap_thresholds(
@@ -226,10 +234,9 @@ def bootstrap_thresholds(
 ) -> np.ndarray:
     """Thresholds (in u) of `fit.model` refitted on bootstrap resamples of scale points and seeds."""
     rng = np.random.default_rng(seed)
-    edge = on_bound(fit, u, y)
     out = np.full(n_boot, np.nan)
     for b, idx in enumerate(resample(groups, rng, n_boot)):
         if len(np.unique(u[idx])) < 3:
             continue
-        out[b] = refit_threshold(fit, u[idx], y[idx], edge)
+        out[b] = refit_threshold(fit, u[idx], y[idx])
     return out
