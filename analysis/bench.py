@@ -21,7 +21,8 @@ import numpy as np
 
 from analysis.collect import collect
 from analysis.console import Console
-from analysis.pipeline import Options, build, read_results, write_results
+from analysis.parallel import Workers
+from analysis.pipeline import WARM_UP_ROWS, Options, build, read_results, write_results
 from analysis.synthetic import synthetic_table, write_run_folders
 
 COLLECT_LIMIT_S = 10.0
@@ -80,13 +81,16 @@ def bench_analyze(root: Path, rows: int, jobs: int | None) -> tuple[float, float
     cpu = cpu_seconds()
     start = time.perf_counter()
     # The same steps as analysis.cli.analyze_main, with a clock between them.
-    table = collect([str(table_path)], console)
-    timings["collect"] = time.perf_counter() - start
-    options = Options(command=f"emergence analyze {table_path} --out {out}")
-    paths = write_results(table, out, options, console.warnings)
-    table, options, warnings = read_results(paths[0])
-    timings["write+read results"] = time.perf_counter() - start - timings["collect"]
-    _, written = build(table, out, options, Console(quiet=True), warnings, True, jobs, timings)
+    with Workers(jobs) as workers:
+        table = collect([str(table_path)], console)
+        timings["collect"] = time.perf_counter() - start
+        if len(table) >= WARM_UP_ROWS:
+            workers.warm_up()
+        options = Options(command=f"emergence analyze {table_path} --out {out}")
+        paths = write_results(table, out, options, console.warnings)
+        table, options, warnings = read_results(paths[0])
+        timings["write+read results"] = time.perf_counter() - start - timings["collect"]
+        _, written = build(table, out, options, Console(quiet=True), warnings, True, workers, timings)
     wall = time.perf_counter() - start
     return wall, cpu_seconds() - cpu, len(table), timings, len(paths) + len(written)
 

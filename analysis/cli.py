@@ -121,7 +121,8 @@ def analyze_main(argv: list[str]) -> int:
 
     from analysis.collect import collect
     from analysis.console import Console
-    from analysis.pipeline import Options, build, read_results, write_results
+    from analysis.parallel import Workers
+    from analysis.pipeline import WARM_UP_ROWS, Options, build, read_results, write_results
 
     console = Console(quiet=args.quiet)
     criteria = Criteria(**{k[5:]: v for k, v in vars(args).items() if k.startswith("crit_")})
@@ -144,14 +145,18 @@ def analyze_main(argv: list[str]) -> int:
     if table.empty:
         print(f"{prog}: error: no result rows found in the inputs", file=sys.stderr)
         return 1
-    paths = write_results(table, args.out, options, list(console.warnings))
-    for path in paths:
-        print(path)
-    # Analyse the table as `emergence figures` will read it, so both commands write the same bytes.
-    table, options, collect_warnings = read_results(paths[0])
-    _, written = build(
-        table, args.out, options, Console(quiet=args.quiet), collect_warnings, not args.no_figures, args.jobs
-    )
+    with Workers(args.jobs) as workers:
+        if len(table) >= WARM_UP_ROWS and not args.no_figures:
+            workers.warm_up()  # their imports overlap writing and re-reading the table
+        paths = write_results(table, args.out, options, list(console.warnings))
+        for path in paths:
+            print(path)
+        # Analyse the table as `emergence figures` will read it, so both commands write the same bytes.
+        table, options, collect_warnings = read_results(paths[0])
+        figures = not args.no_figures
+        _, written = build(
+            table, args.out, options, Console(quiet=args.quiet), collect_warnings, figures, workers
+        )
     for path in written:
         print(path)
     if args.wandb:
@@ -213,13 +218,19 @@ def figures_main(argv: list[str]) -> int:
     if not parquet.is_file():
         return _fail(prog, f"{parquet} not found (run `emergence analyze ... --out {args.dir}` first)")
     from analysis.console import Console
-    from analysis.pipeline import build, read_results
+    from analysis.parallel import Workers
+    from analysis.pipeline import WARM_UP_ROWS, build, read_results
 
-    try:
-        table, options, collect_warnings = read_results(parquet)
-    except Exception as exc:
-        return _fail(prog, f"{parquet}: cannot read ({type(exc).__name__}: {exc})")
-    _, written = build(table, args.dir, options, Console(quiet=args.quiet), collect_warnings, True, args.jobs)
+    with Workers(args.jobs) as workers:
+        try:
+            if parquet.stat().st_size > WARM_UP_ROWS * 10:  # roughly WARM_UP_ROWS rows
+                workers.warm_up()
+            table, options, collect_warnings = read_results(parquet)
+        except Exception as exc:
+            return _fail(prog, f"{parquet}: cannot read ({type(exc).__name__}: {exc})")
+        _, written = build(
+            table, args.dir, options, Console(quiet=args.quiet), collect_warnings, True, workers
+        )
     for path in written:
         print(path)
     return 0

@@ -58,6 +58,7 @@ ROW_ORDER: tuple[str, ...] = (
 )
 MIN_VALID_BOOT = 0.5  # a threshold CI needs at least this share of bootstrap refits to succeed
 PARALLEL_MIN_CURVES = 24  # below this, one process is faster than starting a pool
+PARALLEL_MIN_REFITS = 30_000  # bootstrap refits (~0.5 ms each) that repay starting worker processes
 
 
 @dataclass
@@ -215,7 +216,9 @@ def analyse_curves(
     items = _inputs(obs, x, directions) if len(obs) else []
     work = partial(analyse_curve, criteria=criteria, n_boot=n_boot, seed=seed, holdout=holdout)
     workers = workers or Workers(1)
-    min_items = PARALLEL_MIN_CURVES if n_boot else len(items) + 1  # without bootstraps, one process is faster
+    # Spawning workers costs seconds of imports: worth it for many bootstraps, or when they already run.
+    big = len(items) * n_boot >= PARALLEL_MIN_REFITS or (workers.started and n_boot > 0)
+    min_items = PARALLEL_MIN_CURVES if big else len(items) + 1
     results = workers.map(work, items, min_items, console, f"fitting {len(items)} curves")
     keys = curve_keys(x)
     table = pd.DataFrame([r.row for r in results], columns=[*keys, *ROW_ORDER])

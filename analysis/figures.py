@@ -130,7 +130,9 @@ def draw_all(
     tasks = sorted(map(str, data.table["task"].dropna().unique()))
     items = [(_task_data(data, task, kind), task, kind) for task in tasks for kind in KINDS]
     work = partial(draw_figure, out_dir=out_dir)
-    nested = (workers or Workers(1)).map(work, items, PARALLEL_MIN_FIGURES, console, "drawing figures")
+    workers = workers or Workers(1)
+    min_items = 2 if workers.started else PARALLEL_MIN_FIGURES  # running workers cost nothing to start
+    nested = workers.map(work, items, min_items, console, "drawing figures")
     return [path for paths in nested for path in paths]
 
 

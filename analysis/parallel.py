@@ -2,7 +2,8 @@
 
 Results come back in input order and every work item is self-seeded, so the output does not depend on the
 number of processes. Worker processes are spawned (not forked: the parent may hold Arrow thread pools) and
-started only when there is enough work to repay their start-up; one pool serves the whole analysis.
+started only when there is enough work to repay their start-up (a few seconds of imports); one pool serves
+the whole analysis. `warm_up` starts them early, so their imports overlap the parent's serial work.
 """
 
 from __future__ import annotations
@@ -18,10 +19,31 @@ from analysis.console import Console
 T = TypeVar("T")
 
 
+def _warm(_: int) -> None:
+    import analysis.curves
+    import analysis.figures  # noqa: F401 - the import is the point
+
+
 class Workers:
     def __init__(self, jobs: int | None = None) -> None:
         self.jobs = max(1, jobs if jobs is not None else min(os.cpu_count() or 1, 8))
         self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))
+        return self._pool
+
+    def warm_up(self) -> None:
+        """Start the worker processes now and let them import the analysis in the background."""
+        if self.jobs > 1 and self._pool is None:
+            pool = self._start()
+            for i in range(self.jobs):
+                pool.submit(_warm, i)
 
     def __enter__(self) -> Workers:
         return self
@@ -44,10 +66,8 @@ class Workers:
         if self.jobs <= 1 or len(items) < max(min_items, 2):
             results: Iterable[T] = (func(item) for item in items)
         else:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))
             chunk = max(1, len(items) // (self.jobs * 4))
-            results = self._pool.map(func, items, chunksize=chunk)
+            results = self._start().map(func, items, chunksize=chunk)
         if console is not None:
             results = console.track(results, description, len(items))
         return list(results)

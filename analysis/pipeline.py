@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from analysis.report import build_blocks, write_report
 from analysis.schema import metric_directions, normalise
 
 RESULTS_PARQUET = "results.parquet"
+WARM_UP_ROWS = 100_000  # from this many rows on, start worker processes while the table is written
 RESULTS_CSV = "results.csv"
 META_KEY = b"emergence_analysis"
 
@@ -141,15 +143,15 @@ def build(
     console: Console,
     collect_warnings: list[str],
     figures: bool = True,
-    jobs: int | None = None,
+    workers: Workers | None = None,
     timings: dict[str, float] | None = None,
 ) -> tuple[Analysis, list[Path]]:
     """Analyse the table and write thresholds.csv, points.csv, metric_check.csv, figures and the report.
     `timings`, if given, receives the seconds spent in each phase."""
     clock = _Clock(timings)
     before = len(console.warnings)
-    with Workers(jobs) as workers:
-        analysis, paths, figure_paths = _build(table, out_dir, options, console, figures, workers, clock)
+    with Workers(1) if workers is None else nullcontext(workers) as pool:
+        analysis, paths, figure_paths = _build(table, out_dir, options, console, figures, pool, clock)
     warnings = collect_warnings + console.warnings[before:]
     blocks = build_blocks(
         analysis.thresholds,

@@ -114,6 +114,7 @@ def test_worker_processes_give_the_same_bytes(analysed: Path, tmp_path: Path, mo
     import analysis.figures
 
     monkeypatch.setattr(analysis.curves, "PARALLEL_MIN_CURVES", 2)
+    monkeypatch.setattr(analysis.curves, "PARALLEL_MIN_REFITS", 0)
     monkeypatch.setattr(analysis.figures, "PARALLEL_MIN_FIGURES", 2)
     out = tmp_path / "parallel"
     out.mkdir()
