@@ -18,10 +18,11 @@ def live_status(run_dir: Path, info: dict[str, Any]) -> str:
     lock = run_dir / ".lock"
     if not lock.exists():
         return "interrupted"
-    with open(lock) as fh:
+    # append mode: write access without truncating; NFS emulates flock with locks that need it
+    with open(lock, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:  # held by a live process (BlockingIOError), or no locks here: trust run.json
             return "running"
         fcntl.flock(fh, fcntl.LOCK_UN)
     return "interrupted"

@@ -11,6 +11,7 @@ Nothing here schedules jobs: Hydra's launchers (basic, joblib, submitit) do. Thi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -231,19 +232,21 @@ def write_manifest(
     """Record every planned run; runs planned by earlier launches into the same folder are kept. `analysis`
     is the study's block saying what `emergence analyze` should draw (x axis, metrics, figures)."""
     path = sweep_dir / MANIFEST
-    known: dict[str, Any] = {}
-    if path.exists():
-        old = json.loads(path.read_text())
-        known = {r["run_id"]: r for r in old.get("runs", [])}
-        if analysis is None:
-            analysis = old.get("analysis")
-    known.update({r.run_id: asdict(r) for r in runs})
-    doc = {
-        "sweep": sweep,
-        "analysis": analysis or {},
-        "runs": sorted(known.values(), key=lambda r: r["run_id"]),
-    }
-    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    with open(sweep_dir / ".manifest.lock", "a") as lock:  # two launches into one folder: no lost update
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        known: dict[str, Any] = {}
+        if path.exists():
+            old = json.loads(path.read_text())
+            known = {r["run_id"]: r for r in old.get("runs", [])}
+            if analysis is None:
+                analysis = old.get("analysis")
+        known.update({r.run_id: asdict(r) for r in runs})
+        doc = {
+            "sweep": sweep,
+            "analysis": analysis or {},
+            "runs": sorted(known.values(), key=lambda r: r["run_id"]),
+        }
+        atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def read_manifest_doc(sweep_dir: Path) -> dict[str, Any]:

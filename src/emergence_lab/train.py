@@ -249,13 +249,13 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
             plugins=_cluster_plugins(),
         )
         trainer.fit(module, ckpt_path=str(resume) if resume else None)
-        if recorder.stop_signal is not None:
-            sig = recorder.stop_signal
+        sig = recorder.stop_signal
+        if sig is not None and trainer.global_step < max_steps:
             outcome = Outcome("interrupted", sig, recorder.preempt_handler)
             name = signal.Signals(sig).name
             reason = f"stopped by {name} at step {trainer.global_step}; checkpoint saved"
-        else:
-            outcome = Outcome("completed")
+        else:  # a signal at the last step still stops the sweep, but this run is done
+            outcome = Outcome("completed", sig)
     except Exception as exc:  # the run is marked failed with its reason; the sweep goes on
         reason = f"{type(exc).__name__}: {exc}".strip()[:2000]
         (run_dir / "error.log").write_text(traceback.format_exc())
