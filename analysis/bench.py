@@ -69,7 +69,9 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def bench_analyze(root: Path, rows: int, jobs: int | None) -> tuple[float, float, int, dict[str, float], int]:
+def bench_analyze(
+    root: Path, rows: int, jobs: int | None, figures: bool = True
+) -> tuple[float, float, int, dict[str, float], int]:
     """Wall and CPU seconds for the whole `emergence analyze` on one Parquet table; rows; phase timings;
     files written."""
     root.mkdir(parents=True, exist_ok=True)
@@ -84,13 +86,13 @@ def bench_analyze(root: Path, rows: int, jobs: int | None) -> tuple[float, float
     with Workers(jobs) as workers:
         table = collect([str(table_path)], console)
         timings["collect"] = time.perf_counter() - start
-        if len(table) >= WARM_UP_ROWS:
+        if len(table) >= WARM_UP_ROWS and figures:
             workers.warm_up()
         options = Options(command=f"emergence analyze {table_path} --out {out}")
         paths = write_results(table, out, options, console.warnings)
         table, options, warnings = read_results(paths[0])
         timings["write+read results"] = time.perf_counter() - start - timings["collect"]
-        _, written = build(table, out, options, Console(quiet=True), warnings, True, workers, timings)
+        _, written = build(table, out, options, Console(quiet=True), warnings, figures, workers, timings)
     wall = time.perf_counter() - start
     return wall, cpu_seconds() - cpu, len(table), timings, len(paths) + len(written)
 
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=1_000_000, help="rows of the analysed table (default 1e6)")
     p.add_argument("--jobs", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and print it")
+    p.add_argument("--no-figures", action="store_true", help="time `emergence analyze --no-figures`")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="emergence-analysis-bench-"))
     try:
@@ -109,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "ok" if seconds < COLLECT_LIMIT_S else "OVER LIMIT"
         limit = f"(limit {COLLECT_LIMIT_S:g} s) {verdict}"
         print(f"collect: {args.runs} run folders, {rows:,} rows in {seconds:.2f} s {limit}")
-        seconds, cpu, rows, timings, files = bench_analyze(tmp / "analyze", args.rows, args.jobs)
+        figures = not args.no_figures
+        seconds, cpu, rows, timings, files = bench_analyze(tmp / "analyze", args.rows, args.jobs, figures)
         verdict = "ok" if seconds < ANALYZE_LIMIT_S else "OVER LIMIT"
         limit = f"(limit {ANALYZE_LIMIT_S:g} s) {verdict}"
-        print(f"analyze: {rows:,}-row table in {seconds:.2f} s {limit}; {files} files written")
+        what = "" if figures else " without figures"
+        print(f"analyze{what}: {rows:,}-row table in {seconds:.2f} s {limit}; {files} files written")
         print("  wall: " + ", ".join(f"{name} {value:.2f} s" for name, value in timings.items()))
         print(f"  CPU time, main process and workers: {cpu:.1f} s; load average now {os.getloadavg()[0]:.2f}")
         if args.keep:

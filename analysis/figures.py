@@ -27,10 +27,22 @@ from analysis.console import Console
 from analysis.curves import CurveResult
 from analysis.parallel import Workers
 from analysis.schema import CONTINUOUS, DISCONTINUOUS, TRAINING_METRICS, equals, higher_is_better
-from analysis.style import PALETTE, SEQUENTIAL, X_LABELS, log_ticks, log_x, new_figure, save, style
+from analysis.style import (
+    PALETTE,
+    SEQUENTIAL,
+    X_LABELS,
+    log_ticks,
+    log_x,
+    new_figure,
+    save,
+    side_axes,
+    style,
+    suptitle,
+)
 
 CURVE_POINTS = 200
 PARALLEL_MIN_FIGURES = 6
+BAR_W = 1.0  # inches right of the panels for a colour bar and its label
 KINDS: tuple[str, ...] = ("scale", "phase", "training", "artefact", "positions")
 
 
@@ -156,10 +168,11 @@ def draw_figure(item: tuple[FigureData, str, str], out_dir: Path) -> list[Path]:
             fig = _positions_figure(data, task, points)
         if fig is None:
             return []
-        # Run the layout once, then freeze it: with no layout engine, savefig draws each format once
-        # instead of twice.
-        fig.draw_without_rendering()
-        fig.set_layout_engine(None)
+        if fig.get_layout_engine() is not None:
+            # Run the layout once, then freeze it: with no layout engine, savefig draws each format once
+            # instead of twice.
+            fig.draw_without_rendering()
+            fig.set_layout_engine(None)
         return save(fig, out_dir / "figures" / f"{kind}_{safe_name(task)}")
 
 
@@ -216,7 +229,7 @@ def _scale_figure(data, task, points, obs, thresholds, curves) -> Figure | None:
     if not metrics:
         return None
     splits = sorted(map(str, task_pts["split"].unique()), key=lambda s: (s != "test", s))
-    fig, axes = new_figure(len(metrics))
+    fig, axes = new_figure(len(metrics), bottom=0.3 if len(splits) > 1 else 0.0, title_lines=2)
     for ax, metric in zip(axes, metrics, strict=True):
         labels = []
         for i, split in enumerate(splits):
@@ -229,8 +242,8 @@ def _scale_figure(data, task, points, obs, thresholds, curves) -> Figure | None:
         _log_x(ax, data.x_label, task_pts["x"])
     if len(splits) > 1:
         handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside lower center", ncols=len(splits))
-    fig.suptitle(f"{task}: metrics against scale")
+        fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=len(splits))
+    suptitle(fig, f"{task}: metrics against scale")
     return fig
 
 
@@ -323,7 +336,7 @@ def _training_figure(data: FigureData, task: str) -> Figure | None:
     norm = LogNorm(lo, hi) if hi > lo else LogNorm(lo / 2, lo * 2)
     cmap = _cmap()
     steps = means.index.get_level_values("step")
-    fig, axes = new_figure(len(metrics))
+    fig, axes = new_figure(len(metrics), right=BAR_W)
     for ax, metric in zip(axes, metrics, strict=True):
         for size, line in means.loc[metric].groupby(level="size", sort=True):
             ax.plot(
@@ -333,9 +346,9 @@ def _training_figure(data: FigureData, task: str) -> Figure | None:
         _log_x(ax, X_LABELS["step"], steps)
     from matplotlib.cm import ScalarMappable
 
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=data.size_label, shrink=0.9)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=side_axes(fig, BAR_W), label=data.size_label)
     log_ticks(bar.ax.yaxis, np.log10(norm.vmax / norm.vmin))
-    fig.suptitle(f"{task}: metrics over training, one line per model size")
+    suptitle(fig, f"{task}: metrics over training, one line per model size")
     return fig
 
 
@@ -373,8 +386,8 @@ def _artefact_figure(data, task, points, obs, thresholds, curves) -> Figure | No
             linewidth=1.0,
             label=f"token_accuracy^{int(length)}",
         )
-        axes[0].legend(loc="upper left")
-    fig.suptitle(f"{task}: exact match vs {cont} — verdict: {row['verdict']}")
+        axes[0].legend(loc="lower right")
+    suptitle(fig, f"{task}: exact match vs {cont} — verdict: {row['verdict']}")
     return fig
 
 

@@ -100,16 +100,64 @@ def style() -> Iterator[None]:
         yield
 
 
-def new_figure(n_panels: int, max_cols: int = 3, sharex: bool = False) -> tuple[Figure, list]:
+# Grid figures have a fixed geometry (inches): every panel the same size, with room for y tick labels on
+# the left, a two-line title above and the x label below. Computing it costs nothing; a layout engine was
+# a quarter of the drawing time of a figure.
+AX_W, AX_H = 2.45, 1.55
+LEFT, RIGHT, GAP_W = 0.6, 0.2, 0.7
+TITLE_LINE, XLABEL, SUPTITLE = 0.2, 0.5, 0.35
+
+
+def new_figure(
+    n_panels: int,
+    max_cols: int = 3,
+    sharex: bool = False,
+    bottom: float = 0.0,
+    right: float = 0.0,
+    title_lines: int = 1,
+) -> tuple[Figure, list]:
+    """A figure with a grid of `n_panels` panels (at most `max_cols` per row), room for `title_lines`
+    of panel title, and `bottom`/`right` inches to spare for a legend or a colour bar."""
+    title = 0.1 + TITLE_LINE * title_lines
     cols = max(1, min(n_panels, max_cols))
     rows = max(1, -(-n_panels // cols))
-    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex).ravel().tolist()
+    width = LEFT + cols * AX_W + (cols - 1) * GAP_W + RIGHT + right
+    height = SUPTITLE + rows * (title + AX_H + XLABEL) + bottom
+    fig = Figure(figsize=(width, height))
+    grid = fig.add_gridspec(
+        rows,
+        cols,
+        left=LEFT / width,
+        right=(width - RIGHT - right) / width,
+        top=(height - SUPTITLE - title) / height,
+        bottom=(XLABEL + bottom) / height,
+        wspace=GAP_W / AX_W,
+        hspace=(title + XLABEL) / AX_H,
+    )
+    axes = grid.subplots(sharex=sharex, squeeze=False).ravel().tolist()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     for ax in axes[:n_panels]:
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5))  # fewer, rounder ticks: cleaner and faster
     return fig, axes[:n_panels]
+
+
+def suptitle(fig: Figure, text: str) -> None:
+    """The figure title, in the top strip a `new_figure` leaves for it."""
+    fig.suptitle(text, y=1 - 0.08 / fig.get_size_inches()[1], va="top")
+
+
+def side_axes(fig: Figure, right: float) -> object:
+    """An axes for a colour bar in the `right` inches a `new_figure` spared."""
+    width, height = fig.get_size_inches()
+    return fig.add_axes(
+        (
+            (width - right + 0.15) / width,
+            XLABEL / height,
+            0.12 / width,
+            (height - SUPTITLE - XLABEL - 0.3) / height,
+        )
+    )
 
 
 def save(fig: Figure, base: Path) -> list[Path]:
