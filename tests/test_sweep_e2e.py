@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -118,8 +119,9 @@ def test_joblib_launcher_runs_the_2x2_study_in_parallel_and_stops_on_sigterm(ref
     assert proc2.returncode == 0
     infos = assert_complete_sweep(folder)
     for name, info in stopped.items():
-        if "step" in info:
-            assert infos[name]["resumed_from_steps"] == [info["step"]]
+        at = re.search(r"stopped by SIGTERM at step (\d+)", info.get("reason") or "")
+        if at:
+            assert infos[name]["resumed_from_steps"] == [int(at.group(1))]
     threads = {i["threads"] for i in infos.values()}
     assert threads == {max(1, cpu_cores() // 2)}  # trainer.threads=auto: 2 jobs x threads <= cores
     assert_same_results(results(folder), results(reference), exact=threads == {1})

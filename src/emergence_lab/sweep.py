@@ -302,7 +302,12 @@ class SweepCallback(Callback):
         if threads == "auto":
             threads = threads_per_job(launcher, len(runs))
         print(f"[sweep] {len(runs)} runs planned in {sweep_dir}", flush=True)
-        print(f"[sweep] up to {at_once} at once, {threads} CPU threads each", flush=True)
+        if str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
+            at_once = min(len(runs), int(launcher.get("array_parallelism") or len(runs)))
+            where = "SLURM array jobs"
+        else:
+            where = "on this machine"
+        print(f"[sweep] up to {at_once} at once ({where}), {threads} CPU threads each", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         states = run_states(Path(config.hydra.sweep.dir))

@@ -262,7 +262,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
         log.error("run %s failed: %s", rid, reason)
     except BaseException as exc:  # Ctrl-C, or a signal before our handler was in place: resumable, not failed
         outcome = Outcome("interrupted")
-        reason = f"{type(exc).__name__} {exc}".strip()
+        reason = f"{type(exc).__name__} {exc}".strip() + "; resumes from the last periodic checkpoint"
         raise
     finally:
         from emergence_lab.wandb_setup import finish_wandb
