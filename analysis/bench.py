@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import tempfile
 import time
@@ -63,24 +62,16 @@ def big_table(rows: int):
     )
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (the worker processes)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def bench_analyze(
     root: Path, rows: int, jobs: int | None, figures: bool = True
-) -> tuple[float, float, int, dict[str, float], int]:
-    """Wall and CPU seconds for the whole `emergence analyze` on one Parquet table; rows; phase timings;
-    files written."""
+) -> tuple[float, int, dict[str, float], int]:
+    """Seconds for the whole `emergence analyze` on one Parquet table; rows; phase timings; files."""
     root.mkdir(parents=True, exist_ok=True)
     table_path = root / "table.parquet"
     big_table(rows).to_parquet(table_path)
     out = root / "out"
     timings: dict[str, float] = {}
     console = Console(quiet=True)
-    cpu = cpu_seconds()
     start = time.perf_counter()
     # The same steps as analysis.cli.analyze_main, with a clock between them.
     with Workers(jobs) as workers:
@@ -93,8 +84,7 @@ def bench_analyze(
         table, options, warnings = read_results(paths[0])
         timings["write+read results"] = time.perf_counter() - start - timings["collect"]
         _, written = build(table, out, options, Console(quiet=True), warnings, figures, workers, timings)
-    wall = time.perf_counter() - start
-    return wall, cpu_seconds() - cpu, len(table), timings, len(paths) + len(written)
+    return time.perf_counter() - start, len(table), timings, len(paths) + len(written)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         limit = f"(limit {COLLECT_LIMIT_S:g} s) {verdict}"
         print(f"collect: {args.runs} run folders, {rows:,} rows in {seconds:.2f} s {limit}")
         figures = not args.no_figures
-        seconds, cpu, rows, timings, files = bench_analyze(tmp / "analyze", args.rows, args.jobs, figures)
+        seconds, rows, timings, files = bench_analyze(tmp / "analyze", args.rows, args.jobs, figures)
         verdict = "ok" if seconds < ANALYZE_LIMIT_S else "OVER LIMIT"
         limit = f"(limit {ANALYZE_LIMIT_S:g} s) {verdict}"
         what = "" if figures else " without figures"
         print(f"analyze{what}: {rows:,}-row table in {seconds:.2f} s {limit}; {files} files written")
-        print("  wall: " + ", ".join(f"{name} {value:.2f} s" for name, value in timings.items()))
-        print(f"  CPU time, main process and workers: {cpu:.1f} s; load average now {os.getloadavg()[0]:.2f}")
+        print("  " + ", ".join(f"{name} {value:.2f} s" for name, value in timings.items()))
+        print(f"load average at the end {os.getloadavg()[0]:.2f} (other processes slow both timings)")
         if args.keep:
             print(f"data kept in {tmp}")
     finally:

@@ -1,9 +1,10 @@
 """Spread independent work (curve fits, per-task figures) over the machine's cores.
 
 Results come back in input order and every work item is self-seeded, so the output does not depend on the
-number of processes. Worker processes are spawned (not forked: the parent may hold Arrow thread pools) and
-started only when there is enough work to repay their start-up (a few seconds of imports); one pool serves
-the whole analysis. `warm_up` starts them early, so their imports overlap the parent's serial work.
+number of processes. Workers come from a fork server (or are spawned), never forked from the parent, which
+may hold Arrow thread pools. They start only when there is enough work to repay their start-up (seconds of
+imports), one pool serves the whole analysis, and `warm_up` starts them early, so that their imports
+overlap the parent's serial work.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
 from analysis.console import Console
@@ -22,6 +24,16 @@ T = TypeVar("T")
 def _warm(_: int) -> None:
     import analysis.curves
     import analysis.figures  # noqa: F401 - the import is the point
+
+
+def _context() -> BaseContext:
+    """A fork server that has imported the analysis once, where there is one (Linux, macOS): each worker is
+    then a cheap fork of it. Plain spawn elsewhere."""
+    if "forkserver" in get_all_start_methods():
+        context = get_context("forkserver")
+        context.set_forkserver_preload(["analysis.curves", "analysis.figures"])
+        return context
+    return get_context("spawn")
 
 
 class Workers:
@@ -35,7 +47,7 @@ class Workers:
 
     def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=_context())
         return self._pool
 
     def warm_up(self) -> None:
