@@ -31,6 +31,7 @@ Key = tuple[str, str, str, str, int]  # run_id, split, subtask, metric, step
 def cli_env() -> dict[str, str]:
     env = dict(os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
     env.pop("SLURM_JOB_ID", None)  # the tests never run under SLURM, even when the suite does
+    env.pop("EMERGENCE_LAUNCH_SIZE", None)  # left by sweeps run inside the test process
     return env
 
 

@@ -196,7 +196,7 @@ def test_kill_minus_9_and_rerun_finishes_the_sweep_exactly_once(reference: Path,
     assert_same_results(got, results(reference), exact=True)
 
 
-def test_sigterm_checkpoints_a_single_run_and_the_rerun_resumes_it(reference: Path, tmp_path: Path):
+def test_sigterm_checkpoints_a_single_run_and_the_rerun_resumes_it(reference: Path, tmp_path: Path, capsys):
     command = [
         "train",
         f"experiment={STUDY}",
@@ -223,17 +223,17 @@ def test_sigterm_checkpoints_a_single_run_and_the_rerun_resumes_it(reference: Pa
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     assert "rerun the same command to resume" in (tmp_path / "first.log").read_text()
 
-    proc2 = emergence(command)
-    assert proc2.returncode == 0
-    assert f"[resume] {run_dir.name} from step {stopped_at} " in proc2.stdout
+    capsys.readouterr()
+    assert emergence_main(command) == 0  # the rerun, in this process to save a start-up
+    assert f"[resume] {run_dir.name} from step {stopped_at} " in capsys.readouterr().out
     info = read_json(run_dir / "run.json")
     assert info is not None and info["status"] == "completed" and info["resumed_from_steps"] == [stopped_at]
     expected = {k: v for k, v in results(reference).items() if k[0] == run_dir.name}
     assert_same_results(results(runs), expected, exact=True)
     assert sorted({k[4] for k in expected}) == list(EVAL_STEPS)
 
-    # Killed after its final checkpoint but before run.json said "completed": the rerun (in this process,
-    # to save a start-up) resumes at the last step and adds no row.
+    # Killed after its final checkpoint but before run.json said "completed": the rerun resumes at the last
+    # step and adds no row.
     (run_dir / "run.json").write_text(json.dumps({**info, "status": "running"}))
     assert emergence_main(command) == 0
     info = read_json(run_dir / "run.json")
@@ -253,27 +253,19 @@ def test_sigterm_checkpoints_a_single_run_and_the_rerun_resumes_it(reference: Pa
 
 
 def test_a_failing_run_is_marked_failed_with_its_reason_and_the_sweep_goes_on(tmp_path: Path, capsys):
-    # lr 1e30 diverges at once: the run fails on its non-finite loss; the next run still trains
-    proc = emergence(
-        [
-            "sweep",
-            STUDY,
-            "model.width=8",
-            "model.depth=1",
-            "optim.lr=1e30,5e-3",
-            *ONE_THREAD,
-            f"paths.root={tmp_path}",
-        ]
-    )
-    assert proc.returncode == 1  # the sweep's exit code reports the failure
-    assert "1 failed, 1 completed" in proc.stdout
+    # lr 1e30 diverges at once: the run fails on its non-finite loss; the next run still trains.
+    # In this process, through the CLI's entry point: it saves a start-up.
+    command = ["sweep", STUDY, "model.width=8", "model.depth=1", "optim.lr=1e30,5e-3", *ONE_THREAD]
+    assert emergence_main([*command, f"paths.root={tmp_path}"]) == 1  # the exit code reports the failure
+    out = capsys.readouterr().out
+    assert "1 failed, 1 completed" in out
     folder = sweep_dir(tmp_path)
     infos = run_infos(folder)
     (failed,) = [n for n, i in infos.items() if i["status"] == "failed"]
     (completed,) = [n for n, i in infos.items() if i["status"] == "completed"]
     reason = infos[failed]["reason"]
     assert reason.startswith("FloatingPointError: non-finite training loss")
-    assert f"failed {failed}: {reason}" in proc.stdout
+    assert f"failed {failed}: {reason}" in out
     assert "FloatingPointError" in (folder / failed / "error.log").read_text()
     assert infos[completed]["step"] == MAX_STEPS
 

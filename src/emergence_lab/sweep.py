@@ -277,6 +277,7 @@ class SweepCallback(Callback):
 
     def __init__(self) -> None:
         self.launched: set[str] = set()
+        self.replaced_handlers: dict[int, Any] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.global_hydra import GlobalHydra
@@ -296,7 +297,7 @@ class SweepCallback(Callback):
         os.environ[LAUNCH_SIZE_ENV] = str(len(runs))
         launcher = config.hydra.launcher
         if "joblib" in str(launcher.get("_target_", "")):
-            _pass_stop_signals_to_joblib_workers()
+            self.replaced_handlers = _pass_stop_signals_to_joblib_workers()
         at_once = jobs_at_once(launcher, len(runs), cpu_cores())
         threads = config.trainer.threads
         if threads == "auto":
@@ -310,6 +311,9 @@ class SweepCallback(Callback):
         print(f"[sweep] up to {at_once} at once ({where}), {threads} CPU threads each", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        for sig, handler in self.replaced_handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self.replaced_handlers = {}
         states = run_states(Path(config.hydra.sweep.dir))
         mine = [s for s in states if s["run_id"] in self.launched] if self.launched else states
         counts: dict[str, int] = {}
@@ -348,11 +352,12 @@ def submitit_signal() -> int | None:
 STOP_WAIT_S = 300.0
 
 
-def _pass_stop_signals_to_joblib_workers() -> None:
+def _pass_stop_signals_to_joblib_workers() -> dict[int, Any]:
     """`kill <pid>` of a joblib sweep reaches only the launching process, which trains nothing: pass
     SIGTERM / SIGUSR1 on to the workers, whose runs checkpoint and exit, and wait for them, since joblib
     kills every other worker as soon as one exits; then the sweep ends (train.run_cli). A signal to the
-    whole process group (Ctrl-C, kill -TERM -<pgid>, scancel) reaches the workers as well."""
+    whole process group (Ctrl-C, kill -TERM -<pgid>, scancel) reaches the workers as well. Returns the
+    handlers it replaced."""
 
     def forward(signum: int, _frame: object) -> None:
         if not STOP_SIGNAL:
@@ -368,8 +373,7 @@ def _pass_stop_signals_to_joblib_workers() -> None:
         while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    for sig in stop_signals():
-        signal.signal(sig, forward)
+    return {sig: signal.signal(sig, forward) for sig in stop_signals()}
 
 
 def _running(pid: int) -> bool:
