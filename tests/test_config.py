@@ -90,3 +90,14 @@ def test_run_and_sweep_folders_use_the_run_id():
     assert cfg.hydra.run.dir == f"outputs/runs/{rid}"
     assert cfg.hydra.sweep.subdir == rid
     assert cfg.hydra.sweep.dir == "outputs/sweeps/adhoc"
+
+
+def test_trainer_max_steps_replaces_the_budget_rule():
+    from emergence_lab.spec import build_spec
+
+    assert build_spec(compose_with()).max_steps == 2000
+    assert build_spec(compose_with("trainer.max_steps=77")).max_steps == 77
+    spec = build_spec(compose_with("budget=tokens", "budget.tokens=1e6"))
+    assert spec.max_steps == -(-1_000_000 // spec.tokens_per_step)
+    with pytest.raises(ValueError, match="max_steps"):
+        build_spec(compose_with("trainer.max_steps=0"))

@@ -82,25 +82,18 @@ def expand(master: DictConfig, task_overrides: list[str]) -> list[list[str]]:
 
 def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
     """Size, budget and cost of one run, from its composed config; raises ValueError on a bad config."""
-    from hydra.utils import instantiate
-
-    from emergence_lab.budget import Budget
-    from emergence_lab.optim import OptimConfig
+    from emergence_lab.spec import build_spec
 
     try:
-        task = instantiate(cfg.task)
-        model = instantiate(cfg.model, vocab_size=task.vocab_size, max_seq_len=task.max_seq_len)
-        optim = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))  # type: ignore[arg-type]
-        budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))  # type: ignore[arg-type]
+        spec = build_spec(cfg)
     except Exception as exc:  # instantiate wraps constructor errors; surface the root cause in one line
         root = exc
         while root.__cause__ is not None:
             root = root.__cause__
         raise ValueError(f"{' '.join(overrides) or '(defaults)'}: {root}") from None
-    seq = task.seq_len("train") - 1
-    tokens_per_step = optim.batch_size * seq
-    steps = budget.max_train_steps(model.n_params, tokens_per_step)
-    flops = float(steps * tokens_per_step * model.flops_per_token(seq))
+    task, model, seq = spec.task, spec.model, spec.seq_len
+    tokens_per_step, steps = spec.tokens_per_step, spec.max_steps
+    flops = float(steps * spec.flops_per_step)
     t, e = cfg.trainer, cfg.estimate
     n_evals = steps // int(t.eval_every) + 2
     answer_len = max(len(task.answer_names(s)) for s in task.splits)

@@ -159,24 +159,17 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
     try:
         import lightning.pytorch as pl
         import torch
-        from hydra.utils import instantiate
 
-        from emergence_lab.budget import Budget
-        from emergence_lab.model import Transformer, TransformerConfig
+        from emergence_lab.model import Transformer
         from emergence_lab.module import EmergenceModule
-        from emergence_lab.optim import OptimConfig
         from emergence_lab.recorder import RunRecorder
+        from emergence_lab.spec import build_spec
         from emergence_lab.wandb_setup import build_loggers
 
-        task = instantiate(cfg.task)
-        model_cfg: TransformerConfig = instantiate(
-            cfg.model, vocab_size=task.vocab_size, max_seq_len=task.max_seq_len
-        )
-        optim = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))  # type: ignore[arg-type]
-        budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))  # type: ignore[arg-type]
+        spec = build_spec(cfg)
+        task, model_cfg, optim, max_steps = spec.task, spec.model, spec.optim, spec.max_steps
         t = cfg.trainer
-        tokens_per_step = optim.batch_size * (task.seq_len("train") - 1)
-        max_steps = budget.max_train_steps(model_cfg.n_params, tokens_per_step)
+        tokens_per_step = spec.tokens_per_step
         threads = _set_threads(t.threads)
         devices = _pin_device(t, job_num)
 
