@@ -69,9 +69,10 @@ class EmergenceModule(pl.LightningModule):
         answer_logits = logits[:, batch.answer_pos - 1]
         loss = F.cross_entropy(answer_logits.flatten(0, 1).float(), batch.answers.flatten())
         done = self.global_step + 1
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/tokens", float(done * self.tokens_per_step * world))
-        self.log("train/flops", float(done * self.flops_per_step * world))
+        if done % self.trainer.log_every_n_steps == 0:  # self.log costs ~0.3 ms a call: only when it is kept
+            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/tokens", float(done * self.tokens_per_step * world))
+            self.log("train/flops", float(done * self.flops_per_step * world))
         self._log_throughput(done, world)
         return loss
 
