@@ -3,7 +3,9 @@
 Inputs may be mixed freely: run folders and sweep folders (searched recursively for `results.jsonl`,
 and for lm-evaluation-harness `*.json`), CSV/Parquet tables in the results schema, single lm-eval JSON
 files, and `wandb:<entity>/<project>[/<group>]` specs. A malformed file or line is skipped with a warning
-that names it; it never stops the collection.
+that names it; it never stops the collection. A sweep's own bookkeeping (`manifest.json`, each run's
+`run.json`, `config.yaml`, `.hydra/`, `.submitit/`, `wandb/`, `checkpoints/`) is not an input and is
+skipped silently.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from analysis.schema import INT_COLUMNS, MIN_COLUMNS, SCHEMA_VERSION, normalise
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
-SKIP_DIRS = frozenset({"wandb", "__pycache__", "checkpoints", "lightning_logs", "node_modules"})
+MANIFEST_FILE = "manifest.json"
+# A sweep's and its runs' own bookkeeping: never an input, skipped without a word. (Folders whose name
+# starts with a dot, such as `.hydra/` and `.submitit/`, are skipped too.)
+BOOKKEEPING_FILES = frozenset({RUN_FILE, MANIFEST_FILE})
+SKIP_DIRS = frozenset(
+    {"wandb", "__pycache__", "checkpoints", "lightning_logs", "node_modules", ".hydra", ".submitit"}
+)
 TABLE_SUFFIXES = frozenset({".csv", ".parquet", ".pq"})
 MAX_LINE_WARNINGS = 5
 
@@ -115,6 +123,8 @@ def collect(
             frame = read_table_file(path, console, scale_column)
             if frame is not None:
                 frames.append(frame)
+        elif path.name in BOOKKEEPING_FILES:
+            console.warn(f"{path}: skipped, a sweep's or run's bookkeeping file (pass the folder instead)")
         elif path.suffix.lower() == ".json":
             frame = read_lm_eval(path, console, params_map, quiet_if_foreign=False)
             if frame is not None:
@@ -153,7 +163,7 @@ def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
             run_files.append(Path(dirpath, RESULTS_FILE))
             continue  # a run folder's other JSON files (run.json, ...) are not lm-eval results
         json_files.extend(
-            Path(dirpath, f) for f in sorted(filenames) if f.endswith(".json") and f != RUN_FILE
+            Path(dirpath, f) for f in sorted(filenames) if f.endswith(".json") and f not in BOOKKEEPING_FILES
         )
     return run_files, json_files
 

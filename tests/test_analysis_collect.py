@@ -46,6 +46,38 @@ def test_sweep_folder_is_searched_recursively_and_status_recorded(tmp_path: Path
     assert str(df["step"].dtype) == "Int64"
 
 
+def test_sweep_bookkeeping_is_skipped_silently_but_malformed_lm_eval_files_still_warn(tmp_path: Path) -> None:
+    sweep = tmp_path / "demo"
+    sweep.mkdir()
+    manifest = {"sweep": "demo", "runs": [{"run_id": "a"}], "analysis": {"x": "n_params"}}
+    (sweep / "manifest.json").write_text(json.dumps(manifest))
+    for run_id, done in (("a", True), ("pending", False)):
+        run = sweep / run_id
+        if done:
+            write_jsonl(run / "results.jsonl", run_rows(run_id, 1000))
+        for sub in (".hydra", ".submitit/123", "checkpoints", "wandb/run-1/files"):
+            (run / sub).mkdir(parents=True, exist_ok=True)
+        (run / "run.json").write_text(json.dumps({"status": "completed" if done else "running"}))
+        (run / "config.yaml").write_text("seed: 0\n")
+        (run / ".submitit" / "123" / "job.json").write_text("{}")
+        (run / "wandb" / "run-1" / "files" / "wandb-summary.json").write_text('{"loss": 1}')
+        (run / "checkpoints" / "meta.json").write_text("{}")
+    console = Console(quiet=True)
+    df = collect([str(sweep)], console)
+    assert len(df) == 6 and console.warnings == []
+    (sweep / "lm_eval").mkdir()
+    (sweep / "lm_eval" / "results.json").write_text(json.dumps({"config": {}}))  # no 'results'
+    console = Console(quiet=True)
+    assert len(collect([str(sweep)], console)) == 6
+    assert len(console.warnings) == 1
+    assert "lm_eval/results.json: skipped, not an lm-evaluation-harness result file" in console.warnings[0]
+    console = Console(quiet=True)  # the manifest named as an input: say what it is
+    assert collect([str(sweep / "manifest.json")], console).empty
+    assert console.warnings == [
+        f"{sweep / 'manifest.json'}: skipped, a sweep's or run's bookkeeping file (pass the folder instead)"
+    ]
+
+
 def test_malformed_lines_are_skipped_with_a_warning_naming_file_and_line(tmp_path: Path) -> None:
     path = write_jsonl(
         tmp_path / "run" / "results.jsonl",
