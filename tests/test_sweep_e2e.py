@@ -258,7 +258,7 @@ def test_a_failing_run_is_marked_failed_with_its_reason_and_the_sweep_goes_on(tm
     command = ["sweep", STUDY, "model.width=8", "model.depth=1", "optim.lr=1e30,5e-3", *ONE_THREAD]
     assert emergence_main([*command, f"paths.root={tmp_path}"]) == 1  # the exit code reports the failure
     out = capsys.readouterr().out
-    assert "1 failed, 1 completed" in out
+    assert "1 completed, 1 failed" in out
     folder = sweep_dir(tmp_path)
     infos = run_infos(folder)
     (failed,) = [n for n, i in infos.items() if i["status"] == "failed"]

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -309,17 +310,16 @@ class SweepCallback(Callback):
         self.replaced_handlers = {}
         states = run_states(Path(config.hydra.sweep.dir))
         mine = [s for s in states if s["run_id"] in self.launched] if self.launched else states
-        counts: dict[str, int] = {}
-        for s in mine:
-            counts[s["status"]] = counts.get(s["status"], 0) + 1
-        counts["unfinished"] = sum(v for k, v in counts.items() if k != "completed")
-        SWEEP_SUMMARY.update(counts)
-        summary = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "unfinished")
+        counts = Counter(s["status"] for s in mine)
+        SWEEP_SUMMARY.update(counts, unfinished=len(mine) - counts["completed"])
+        order = ("completed", "failed", "interrupted", "running", "pending")
+        ranked = sorted(counts, key=lambda k: order.index(k) if k in order else len(order))
+        summary = ", ".join(f"{counts[k]} {k}" for k in ranked)
         print(f"[sweep] {config.hydra.sweep.dir}: {summary}", flush=True)
         for s in mine:
             if s["status"] == "failed":
                 print(f"[sweep]   failed {s['run_id']}: {s.get('reason')}", flush=True)
-        if counts["unfinished"]:
+        if SWEEP_SUMMARY["unfinished"]:
             print("[sweep] rerun the same command to resume unfinished runs", flush=True)
 
 
