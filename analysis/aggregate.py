@@ -2,8 +2,10 @@
 
 `observations` picks the rows for the chosen scale axis: the final evaluation of every run (the row with
 the largest step) for n_params / flops / tokens / width / depth, or every evaluation for `step`, where each
-model size is its own curve (`series`). `aggregate` then summarises each (curve, scale point): mean,
-standard deviation, number of seeds, and a bootstrap 95% CI of the mean.
+model size is its own curve (`series`). With `by = "depth"` every depth is its own curve too: models of
+different depth differ in capability at equal parameter count, so pooling them makes one zigzag curve.
+`aggregate` then summarises each (curve, scale point): mean, standard deviation, number of seeds, and a
+bootstrap 95% CI of the mean.
 """
 
 from __future__ import annotations
@@ -17,9 +19,29 @@ CURVE_KEYS: tuple[str, ...] = ("task", "split", "subtask", "metric")
 RUN_KEYS: tuple[str, ...] = ("run_id", "task", "split", "subtask", "metric")
 
 
-def curve_keys(x: str) -> list[str]:
-    """Columns that identify one curve; on the step axis every model size is a separate curve."""
-    return [*CURVE_KEYS, "series"] if x == "step" else list(CURVE_KEYS)
+def curve_keys(x: str, by: str = "none") -> list[str]:
+    """Columns that identify one curve: with `by = "depth"` every depth is a separate curve, and on the
+    step axis every model size."""
+    return [*CURVE_KEYS, *(["depth"] if by == "depth" else []), *(["series"] if x == "step" else [])]
+
+
+def resolve_by(by: str, table: pd.DataFrame, x: str) -> str:
+    """`auto` -> `depth` when the table holds more than one depth and the scale axis is not depth."""
+    if by != "auto":
+        return by
+    if x == "depth" or "depth" not in table.columns:
+        return "none"
+    return "depth" if table["depth"].nunique(dropna=True) > 1 else "none"
+
+
+def add_depth(df: pd.DataFrame, after: str = "metric") -> pd.DataFrame:
+    """`df` with an empty `depth` column after `after` when it has none (`by = "none"`): every table keeps
+    the same columns whatever the grouping."""
+    if "depth" in df.columns:
+        return df
+    out = df.copy()
+    out.insert(out.columns.get_loc(after) + 1, "depth", pd.array([pd.NA] * len(out), dtype="Int64"))
+    return out
 
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -35,12 +57,13 @@ def final_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def observations(df: pd.DataFrame, x: str, console: Console) -> pd.DataFrame:
-    """One row per (run, curve) for the chosen axis, with `x`, `u = log10(x)` and `value`."""
+    """One row per (run, curve) for the chosen axis, with `x`, `u = log10(x)` and `value` (and `depth`
+    when the table has it)."""
     if x not in df.columns or df[x].isna().all():
         console.warn(f"no values for the scale axis {x!r}: nothing to fit")
         return pd.DataFrame(columns=[*curve_keys(x), "x", "u", "value", "seed", "run_id"])
     rows = df if x == "step" else final_rows(df)
-    wanted = (*CURVE_KEYS, "run_id", "seed", "value", "stderr", "n_params", "answer_len", x)
+    wanted = (*CURVE_KEYS, "depth", "run_id", "seed", "value", "stderr", "n_params", "answer_len", x)
     keep = [c for c in wanted if c in rows.columns]
     obs = rows[list(dict.fromkeys(keep))].copy()
     obs["x"] = obs[x].astype("float64")
@@ -60,14 +83,14 @@ def observations(df: pd.DataFrame, x: str, console: Console) -> pd.DataFrame:
     return obs
 
 
-def aggregate(obs: pd.DataFrame, x: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def aggregate(obs: pd.DataFrame, x: str, n_boot: int = 1000, seed: int = 0, by: str = "none") -> pd.DataFrame:
     """Mean, std, number of seeds and a bootstrap 95% CI of the mean for every (curve, scale point).
 
     The bootstrap is vectorised: all points with n seeds share one matrix of resampling counts
     (B x n, multinomial), so the B resampled means of every such point are one matrix product.
     A point with a single seed gets mean +- 1.96 stderr when the input gave a standard error.
     """
-    keys = [*curve_keys(x), "x"]
+    keys = [*curve_keys(x, by), "x"]
     if obs.empty:
         return pd.DataFrame(columns=[*keys, "u", "mean", "std", "n_seeds", "ci_low", "ci_high"])
     ordered = obs.sort_values(keys, kind="stable").reset_index(drop=True)

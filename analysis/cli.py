@@ -3,6 +3,10 @@
 Both validate their arguments before any work (a bad input is one line on stderr and exit code 2), and
 print every path they write. Nothing here imports torch or lightning; wandb only with `--wandb` or a
 `wandb:` input.
+
+`emergence analyze` takes the defaults of `--x`, `--by`, `--metrics`, `--phase-metric` and `--figures` from
+the study's `analysis` block in a sweep folder's manifest.json (see `analysis.study`); options given on the
+command line win. The effective settings are stored with the table, so `emergence figures` redraws the same.
 """
 
 from __future__ import annotations
@@ -12,7 +16,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from analysis.options import CHECK_HELP, CRITERIA_HELP, X_CHOICES, CheckOptions, Criteria
+from analysis.options import (
+    BY_CHOICES,
+    CHECK_HELP,
+    CRITERIA_HELP,
+    FIGURE_KINDS,
+    X_CHOICES,
+    CheckOptions,
+    Criteria,
+)
 
 
 class _UsageError(Exception):
@@ -37,7 +49,28 @@ def _analyze_parser() -> _Parser:
         "folders), wandb:<entity>/<project>[/<group>]",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--x", default="n_params", help=f"scale axis: {', '.join(X_CHOICES)} (default n_params)")
+    p.add_argument(
+        "--x",
+        default=None,
+        help=f"scale axis: {', '.join(X_CHOICES)} (default: the study's, else n_params)",
+    )
+    p.add_argument(
+        "--by",
+        default=None,
+        help="group the curves: depth (one curve per depth), none (every shape on one curve), or auto = "
+        "depth when the table has more than one depth and --x is not depth (default: the study's, else auto)",
+    )
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated metrics shown as panels of the scale figure (default: the study's, else all)",
+    )
+    p.add_argument(
+        "--figures",
+        default=None,
+        help=f"comma-separated kinds of figure to draw, of {','.join(FIGURE_KINDS)} (default: the "
+        "study's, else all)",
+    )
     p.add_argument("--params-map", type=Path, help="CSV model,n_params for lm-eval models")
     p.add_argument("--wandb", action="store_true", help="log figures and tables to a job_type=analysis run")
     p.add_argument(
@@ -46,7 +79,9 @@ def _analyze_parser() -> _Parser:
     p.add_argument("--wandb-entity", default=None, help="wandb entity (default $WANDB_ENTITY)")
     p.add_argument("--wandb-group", default=None, help="wandb group (default: the sweep name)")
     p.add_argument(
-        "--phase-metric", default=None, help="metric of the width x depth heat map (default exact_match)"
+        "--phase-metric",
+        default=None,
+        help="metric of the width x depth heat map (default: the study's heatmap_metric, else exact_match)",
     )
     p.add_argument(
         "--boot", type=int, default=200, help="bootstrap refits for each threshold CI (default 200)"
@@ -97,8 +132,20 @@ def analyze_main(argv: list[str]) -> int:
         return _fail(prog, str(exc))
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    if args.x not in X_CHOICES:
+    if args.x is not None and args.x not in X_CHOICES:
         return _fail(prog, f"unknown --x {args.x!r} (choose from {', '.join(X_CHOICES)})")
+    if args.by is not None and args.by not in BY_CHOICES:
+        return _fail(prog, f"unknown --by {args.by!r} (choose from {', '.join(BY_CHOICES)})")
+    cli_lists = {}
+    for name in ("metrics", "figures"):
+        value = getattr(args, name)
+        if value is not None:
+            cli_lists[name] = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [k for k in cli_lists.get("figures", []) if k not in FIGURE_KINDS]
+    if bad:
+        return _fail(
+            prog, f"unknown figure kind {bad[0]!r} in --figures (choose from {', '.join(FIGURE_KINDS)})"
+        )
     if args.boot < 0 or args.boot_points < 1 or args.holdout < 0:
         return _fail(prog, "--boot must be >= 0, --boot-points >= 1 and --holdout >= 0")
     from analysis.collect import check_inputs
@@ -106,6 +153,21 @@ def analyze_main(argv: list[str]) -> int:
     problem = check_inputs(args.inputs)
     if problem:
         return _fail(prog, problem)
+    from analysis.console import Console
+    from analysis.study import OPTION_OF, check_block, read_study
+
+    console = Console(quiet=args.quiet)
+    block, source = read_study(args.inputs, console)
+    given = {"x": args.x, "by": args.by, "heatmap_metric": args.phase_metric, **cli_lists}
+    block = {k: v for k, v in block.items() if given.get(k) is None}  # the command line wins
+    problem = check_block(block, source)
+    if problem:
+        return _fail(prog, problem)
+    settings = {k: given[k] if given.get(k) is not None else block.get(k) for k in OPTION_OF}
+    x = settings["x"] or "n_params"
+    by = settings["by"] or "auto"
+    if by == "depth" and x == "depth":
+        return _fail(prog, "--by depth needs a scale axis other than depth")
     if args.out.exists() and not args.out.is_dir():
         return _fail(prog, f"--out {args.out} exists and is not a folder")
     params_map = None
@@ -119,32 +181,34 @@ def analyze_main(argv: list[str]) -> int:
         except ValueError as exc:
             return _fail(prog, str(exc))
 
+    from analysis.aggregate import resolve_by
     from analysis.collect import collect
-    from analysis.console import Console
     from analysis.parallel import Workers
     from analysis.pipeline import WARM_UP_ROWS, Options, build, read_results, write_results
 
-    console = Console(quiet=args.quiet)
     criteria = Criteria(**{k[5:]: v for k, v in vars(args).items() if k.startswith("crit_")})
     check = CheckOptions(**{k[6:]: v for k, v in vars(args).items() if k.startswith("check_")})
     command = "emergence analyze " + shlex.join(argv)
+    table = collect(args.inputs, console, params_map, x if x != "step" else "n_params", exclude=args.out)
+    if table.empty:
+        print(f"{prog}: error: no result rows found in the inputs", file=sys.stderr)
+        return 1
+    figures = settings["figures"]
     options = Options(
-        args.x,
+        x,
         criteria,
         check,
         args.boot_points,
         args.boot,
         args.seed,
         args.holdout,
-        args.phase_metric,
+        settings["heatmap_metric"],
         command,
+        by=resolve_by(by, table, x),
+        figures=tuple(FIGURE_KINDS if figures is None else dict.fromkeys(figures)),
+        metrics=tuple(dict.fromkeys(settings["metrics"])) if settings["metrics"] else None,
+        study=str(source) if source is not None else None,
     )
-    table = collect(
-        args.inputs, console, params_map, args.x if args.x != "step" else "n_params", exclude=args.out
-    )
-    if table.empty:
-        print(f"{prog}: error: no result rows found in the inputs", file=sys.stderr)
-        return 1
     with Workers(args.jobs) as workers:
         if len(table) >= WARM_UP_ROWS and not args.no_figures:
             workers.warm_up()  # their imports overlap writing and re-reading the table
@@ -160,13 +224,13 @@ def analyze_main(argv: list[str]) -> int:
     for path in written:
         print(path)
     if args.wandb:
-        written_wandb = _log_wandb(args, table, args.out, written)
+        written_wandb = _log_wandb(args, options, table, args.out, written)
         if written_wandb:
             print(written_wandb)
     return 0
 
 
-def _log_wandb(args: argparse.Namespace, table, out_dir: Path, written: list[Path]) -> str | None:
+def _log_wandb(args: argparse.Namespace, options, table, out_dir: Path, written: list[Path]) -> str | None:
     import os
 
     import pandas as pd
@@ -190,7 +254,7 @@ def _log_wandb(args: argparse.Namespace, table, out_dir: Path, written: list[Pat
             group,
             project,
             entity,
-            {"x": args.x, "inputs": list(args.inputs)},
+            {"x": options.x, "by": options.by, "inputs": list(args.inputs)},
         )
     except Exception as exc:  # logging is a convenience: the analysis on disk is complete either way
         print(f"warning: wandb logging failed ({type(exc).__name__}: {exc})", file=sys.stderr)

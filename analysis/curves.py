@@ -1,24 +1,38 @@
 """Analyse every curve: fits, threshold with its bootstrap CI, classification, BIG-bench scores, back-test.
 
-One curve is one (task, split, subtask, metric) on the chosen axis (plus the model size on the step axis).
+One curve is one (task, split, subtask, metric) on the chosen axis (plus the depth with `by = "depth"`, and
+the model size on the step axis).
 The result is one row of `thresholds.csv` per curve, and the fitted models, which the figures draw.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import curve_keys
+from analysis.aggregate import add_depth, curve_keys
 from analysis.classify import breakthroughness, classify, linearity, noise_se
 from analysis.console import Console
-from analysis.fit import MODELS, Fit, best_model, bootstrap_thresholds, fit_all, on_bound
+from analysis.fit import (
+    MODELS,
+    BootRows,
+    Fit,
+    best_model,
+    boot_rows,
+    bootstrap_thresholds,
+    fit_all,
+    on_bound,
+    resample_flat,
+    solve_rows,
+    stack_rows,
+)
 from analysis.options import Criteria
 from analysis.parallel import Workers
 from analysis.schema import metric_kind, unit_range
@@ -58,7 +72,8 @@ ROW_ORDER: tuple[str, ...] = (
 )
 MIN_VALID_BOOT = 0.5  # a threshold CI needs at least this share of bootstrap refits to succeed
 PARALLEL_MIN_CURVES = 24  # below this, one process is faster than starting a pool
-PARALLEL_MIN_REFITS = 30_000  # bootstrap refits (~0.5 ms each) that repay starting worker processes
+PARALLEL_MIN_FITS = 200  # curves whose fits (~10 ms each) repay starting worker processes
+PARALLEL_MIN_ROWS = 20_000  # bootstrap refits that are worth splitting over the running workers
 
 
 @dataclass
@@ -79,6 +94,14 @@ class CurveResult:
     best: str
     row: dict[str, Any]
     boot: np.ndarray = field(default_factory=lambda: np.empty(0))
+    pending: Fit | None = None  # the fit whose bootstrap `analyse_curves` still has to run
+
+    def set_boot(self, boot: np.ndarray) -> None:
+        """Store the bootstrap thresholds (in u) and the threshold CI they give."""
+        self.boot, self.pending = boot, None
+        if len(boot) and np.isfinite(boot).mean() >= MIN_VALID_BOOT:
+            low, high = np.nanpercentile(boot, [2.5, 97.5])
+            self.row["threshold_low"], self.row["threshold_high"] = 10**low, 10**high
 
     def predict(self, u: np.ndarray) -> np.ndarray:
         """The best fit in the metric's own orientation."""
@@ -113,7 +136,11 @@ def backtest(u: np.ndarray, y: np.ndarray, sizes: np.ndarray, holdout: int, min_
     return out
 
 
-def analyse_curve(item: CurveInput, criteria: Criteria, n_boot: int, seed: int, holdout: int) -> CurveResult:
+def analyse_curve(
+    item: CurveInput, criteria: Criteria, n_boot: int, seed: int, holdout: int, defer_boot: bool = False
+) -> CurveResult:
+    """Fits, classification, threshold with its bootstrap CI, BIG-bench scores and back-test of one curve.
+    With `defer_boot`, the bootstrap is left to the caller (`pending`), which runs many curves' at once."""
     sign = 1.0 if item.higher_is_better else -1.0
     y = sign * item.y
     sizes, groups = _size_groups(item.u)
@@ -141,17 +168,15 @@ def analyse_curve(item: CurveInput, criteria: Criteria, n_boot: int, seed: int, 
     dof = max(len(y) - len(fits[best].params), 1)
     se = noise_se(counts, stds, stderr, float(np.sqrt(fits[best].rss / dof)))
     verdict = classify(sizes, means, fits, best, se, unit_range(metric), criteria)
-    boot = np.empty(0)
     threshold = low = high = np.nan
     reason = verdict.reason
+    pending = None
     if best != "linear" and verdict.label != "absent":
         threshold = fits[best].threshold
         if on_bound(fits[best], item.u, y):
             reason += "; no threshold CI: the best fit rests on a parameter bound"
         elif n_boot:
-            boot = bootstrap_thresholds(fits[best], item.u, y, groups, n_boot, curve_seed(item.key, seed))
-            if np.isfinite(boot).mean() >= MIN_VALID_BOOT:
-                low, high = np.nanpercentile(boot, [2.5, 97.5])
+            pending = fits[best]
     row |= {
         "classification": verdict.label,
         "emergent": verdict.label == "emergent",
@@ -175,26 +200,38 @@ def analyse_curve(item: CurveInput, criteria: Criteria, n_boot: int, seed: int, 
     for k in ("backtest_pred", "backtest_actual", "backtest_error"):
         bt[k] = sign * bt[k]
     row |= bt
-    return CurveResult(item.key, sign, fits, best, row, boot)
+    result = CurveResult(item.key, sign, fits, best, row, pending=pending)
+    if pending is not None and not defer_boot:
+        result.set_boot(bootstrap_thresholds(pending, item.u, y, groups, n_boot, curve_seed(item.key, seed)))
+    return result
 
 
-def _inputs(obs: pd.DataFrame, x: str, directions: dict[str, bool]) -> list[CurveInput]:
-    keys = curve_keys(x)
+def _inputs(obs: pd.DataFrame, x: str, directions: dict[str, bool], by: str) -> list[CurveInput]:
+    """One input per curve, in key order. One group-by, then plain array slices (hundreds of curves)."""
+    keys = curve_keys(x, by)
+    grouped = obs.groupby(keys, observed=True, sort=True, dropna=False)
+    code = grouped.ngroup().to_numpy()
+    order = np.argsort(code, kind="stable")
+    bounds = np.cumsum(np.bincount(code, minlength=grouped.ngroups))[:-1]
+    u = np.split(obs["u"].to_numpy(dtype=float)[order], bounds)
+    y = np.split(obs["value"].to_numpy(dtype=float)[order], bounds)
+    stderr = obs["stderr"].to_numpy(dtype=float) if "stderr" in obs.columns else np.full(len(obs), np.nan)
+    stderr = np.split(stderr[order], bounds)
+    seeds = grouped["seed"].nunique()
+    per_size = obs.groupby([*keys, "x"], observed=True, sort=True, dropna=False).size()
+    most = per_size.groupby(level=list(range(len(keys))), sort=True, dropna=False).max()
     items = []
-    for key_values, group in obs.groupby(keys, observed=True, sort=True, dropna=False):
-        key = dict(zip(keys, key_values, strict=True))
-        stderr = group["stderr"].to_numpy(dtype=float) if "stderr" in group else np.full(len(group), np.nan)
-        seeds = (
-            group["seed"].nunique() if group["seed"].notna().any() else int(group.groupby("x").size().max())
-        )
+    for i, key_values in enumerate(seeds.index):
+        key = dict(zip(keys, key_values if isinstance(key_values, tuple) else (key_values,), strict=True))
+        n_seeds = int(seeds.iloc[i]) if seeds.iloc[i] > 0 else int(most.iloc[i])
         items.append(
             CurveInput(
                 key=key,
                 higher_is_better=directions.get(str(key["metric"]), True),
-                u=group["u"].to_numpy(dtype=float),
-                y=group["value"].to_numpy(dtype=float),
-                stderr=stderr,
-                seeds=int(seeds),
+                u=u[i],
+                y=y[i],
+                stderr=stderr[i],
+                seeds=n_seeds,
             )
         )
     return items
@@ -210,17 +247,60 @@ def analyse_curves(
     seed: int = 0,
     holdout: int = 1,
     workers: Workers | None = None,
+    by: str = "none",
 ) -> tuple[pd.DataFrame, list[CurveResult]]:
     """The thresholds table (one row per curve) and every curve's fits. Deterministic for any number of
-    workers: each curve's bootstrap is seeded from its own key."""
-    items = _inputs(obs, x, directions) if len(obs) else []
-    work = partial(analyse_curve, criteria=criteria, n_boot=n_boot, seed=seed, holdout=holdout)
+    workers: each curve's bootstrap is seeded from its own key. The table always has a `depth` column
+    (empty unless `by = "depth"`)."""
+    items = _inputs(obs, x, directions, by) if len(obs) else []
+    work = partial(
+        analyse_curve, criteria=criteria, n_boot=n_boot, seed=seed, holdout=holdout, defer_boot=True
+    )
     workers = workers or Workers(1)
-    # Spawning workers costs seconds of imports: worth it for many bootstraps, or when they already run.
-    big = len(items) * n_boot >= PARALLEL_MIN_REFITS or (workers.started and n_boot > 0)
+    # Spawning workers costs seconds of imports: worth it for many curves, or when they already run.
+    big = len(items) >= PARALLEL_MIN_FITS or workers.started
     min_items = PARALLEL_MIN_CURVES if big else len(items) + 1
     results = workers.map(work, items, min_items, console, f"fitting {len(items)} curves")
-    keys = curve_keys(x)
+    _bootstrap(items, results, n_boot, seed, workers)
+    keys = curve_keys(x, by)
     table = pd.DataFrame([r.row for r in results], columns=[*keys, *ROW_ORDER])
     table.insert(len(keys), "x", x)
-    return table, results
+    if "depth" in table.columns:
+        table["depth"] = pd.array(table["depth"].astype(object).where(table["depth"].notna()), dtype="Int64")
+    return add_depth(table), results
+
+
+def _bootstrap(
+    items: list[CurveInput], results: list[CurveResult], n_boot: int, seed: int, workers: Workers
+) -> None:
+    """Every pending threshold bootstrap, all curves' resamples refitted together (per model), so that
+    many small curves cost little more than one big one. Each curve's resamples are seeded from its key
+    and each row is refitted on its own, so the result does not depend on the grouping or the workers."""
+    by_model: dict[str, list[BootRows]] = {}
+    for i, (item, result) in enumerate(zip(items, results, strict=True)):
+        if result.pending is None:
+            continue
+        _, groups = _size_groups(item.u)
+        rng = np.random.default_rng(curve_seed(item.key, seed))
+        flat, lengths = resample_flat(groups, rng, n_boot)
+        part = boot_rows(result.pending, item.u, result.sign * item.y, flat, lengths, i)
+        by_model.setdefault(part.model, []).append(part)
+    boots = {i: np.full(n_boot, np.nan) for i, r in enumerate(results) if r.pending is not None}
+    for parts in by_model.values():
+        rows = stack_rows(parts)
+        chunks = _chunks(rows, workers.jobs if len(rows.start) >= PARALLEL_MIN_ROWS else 1)
+        found = np.concatenate(workers.map(solve_rows, chunks, 2))
+        for i in np.unique(rows.curve):
+            mine = rows.curve == i
+            boots[int(i)][rows.slot[mine]] = found[mine]
+    for i, boot in boots.items():
+        results[i].set_boot(boot)
+
+
+def _chunks(rows: BootRows, n: int) -> list[BootRows]:
+    bounds = np.linspace(0, len(rows.start), max(n, 1) + 1).astype(int)
+    return [
+        BootRows(rows.model, *(getattr(rows, f.name)[a:b] for f in fields(BootRows)[1:]))
+        for a, b in itertools.pairwise(bounds)
+        if b > a
+    ]

@@ -1,20 +1,25 @@
 """The figures, per task, each as PNG, PDF and SVG under `<dir>/figures/`.
 
-1. `scale_<task>`: every metric against scale (one panel per metric): seeds as points, the mean with its
-   bootstrap CI band, the best fit, and the threshold with its CI band.
+1. `scale_<task>`: every metric against scale (one panel per metric, or those of the study's `metrics`):
+   seeds as points, the mean with its bootstrap CI band, the best fit, and the threshold with its CI.
 2. `phase_<task>`: width x depth heat map of one metric (final evaluation, mean over seeds).
 3. `training_<task>`: every metric against training step, one line per model size.
 4. `artefact_<task>`: exact match beside the continuous metric of the metric check, same x axis; the sizes
    where exact match sat at its floor are shaded, and token_accuracy^L is overlaid when L is known.
 5. `positions_<task>`: token accuracy of every answer position against scale, one line per position.
 
-On the step axis, panels that plot against scale show the largest model's curve.
+With curves grouped by depth (`by = "depth"`), every depth is a series of its own, in one colour in every
+figure: the scale figure draws each depth's curve of the main split (one split: with every split of every
+depth on one panel the bands would hide each other; the tables keep every split), the artefact figure has
+one row per depth, the positions figure one panel per depth. The phase diagram is the same either way.
+
+On the step axis, panels that plot against scale show the largest model's curve (of each depth).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -23,14 +28,18 @@ import pandas as pd
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
+from analysis.aggregate import curve_keys
 from analysis.console import Console
 from analysis.curves import CurveResult
+from analysis.options import FIGURE_KINDS
 from analysis.parallel import Workers
 from analysis.schema import CONTINUOUS, DISCONTINUOUS, TRAINING_METRICS, equals, higher_is_better
 from analysis.style import (
     PALETTE,
     SEQUENTIAL,
     X_LABELS,
+    grid_width,
+    legend_layout,
     log_ticks,
     log_x,
     new_figure,
@@ -43,7 +52,26 @@ from analysis.style import (
 CURVE_POINTS = 200
 PARALLEL_MIN_FIGURES = 6
 BAR_W = 1.0  # inches right of the panels for a colour bar and its label
-KINDS: tuple[str, ...] = ("scale", "phase", "training", "artefact", "positions")
+DEPTH_PALETTE = PALETTE[:7]  # Okabe-Ito without its yellow, which is too pale for thin lines on white
+KINDS: tuple[str, ...] = FIGURE_KINDS
+# The columns of the results table that the phase diagram and the training figure read.
+TABLE_COLUMNS = (
+    "run_id",
+    "task",
+    "subtask",
+    "split",
+    "metric",
+    "value",
+    "step",
+    "width",
+    "depth",
+    "n_params",
+)
+# Rough relative drawing times: the slowest figures are handed out first, so the workers finish together.
+DRAW_COST = {"scale": 4, "training": 3, "artefact": 2, "positions": 2, "phase": 1}
+VERDICT_ORDER = ("emergent", "smooth", "absent")
+TITLE_CHARS = 38  # a panel title line of about this many characters fits over a panel
+LEGEND_H = 0.3  # inches below the panels for a one-row legend
 
 
 @dataclass
@@ -59,6 +87,19 @@ class FigureData:
     metric_check: pd.DataFrame
     phase_metric: str | None = None
     nominal_sizes: bool | None = None  # lm-eval sizes read off model names (None: not lm-eval)
+    by: str = "none"  # "depth": every depth is its own curve and series
+    metrics: tuple[str, ...] | None = None  # the scale figure's panels (None: every metric)
+    depths: tuple = field(default_factory=tuple)  # every depth of the analysis, for one colour each
+
+    @property
+    def by_depth(self) -> bool:
+        return self.by == "depth"
+
+    def depth_color(self, depth: object) -> str:
+        """The same colour for a depth in every figure (grey for a missing depth)."""
+        if pd.isna(depth) or depth not in self.depths:
+            return "0.5"
+        return DEPTH_PALETTE[self.depths.index(depth) % len(DEPTH_PALETTE)]
 
     @property
     def size_label(self) -> str:
@@ -87,20 +128,68 @@ def metric_order(metrics: list[str]) -> list[str]:
 
 
 def _select(df: pd.DataFrame, **equal: object) -> pd.DataFrame:
+    """Rows where every column equals its value (a missing value selects the rows where it is missing)."""
     mask = np.ones(len(df), bool)
     for col, value in equal.items():
-        mask &= equals(df[col], value)
+        mask &= df[col].isna().to_numpy() if _missing(value) else equals(df[col], value)
     return df.loc[mask]
 
 
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
 def _largest_series(df: pd.DataFrame) -> pd.DataFrame:
+    """On the step axis: the largest model's rows (of each depth, where curves are grouped by depth)."""
     if "series" not in df.columns or df["series"].isna().all():
         return df
+    if "depth" in df.columns and df["depth"].notna().any():
+        top = df.groupby(df["depth"].astype("float64").fillna(-1.0), sort=False)["series"].transform("max")
+        return df.loc[(df["series"] == top).to_numpy()]
     return df.loc[df["series"] == df["series"].max()]
 
 
+def _groups(df: pd.DataFrame, *cols: str) -> dict[tuple[str, ...], pd.DataFrame]:
+    """`df` split by the values of `cols` (spelt by `_key_text`), in one pass."""
+    if df.empty:
+        return {}
+    keys = [df[c].astype(object).where(df[c].notna(), None) for c in cols]
+    return {
+        tuple(_key_text(v) for v in (k if isinstance(k, tuple) else (k,))): g
+        for k, g in df.groupby(keys, sort=False, dropna=False)
+    }
+
+
+def _key_text(value: object) -> str:
+    """One spelling of a curve-key value, whatever its dtype (2, 2.0 and np.int64(2) -> "2")."""
+    if _missing(value):
+        return "nan"
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _curve_index(curves: list[CurveResult]) -> dict[tuple[str, ...], CurveResult]:
-    return {tuple(str(v) for v in c.key.values()): c for c in curves}
+    return {tuple(_key_text(v) for v in c.key.values()): c for c in curves}
+
+
+def _row_curve(
+    data: FigureData, row: pd.Series, curves: dict[tuple[str, ...], CurveResult]
+) -> CurveResult | None:
+    """The fitted curve of one row of the thresholds table."""
+    return curves.get(tuple(_key_text(row[k]) for k in curve_keys(data.x, data.by)))
+
+
+def depth_values(df: pd.DataFrame) -> list:
+    """The depths in `df`, ascending, as ints (a missing depth last, as NA)."""
+    if "depth" not in df.columns or df.empty:
+        return []
+    d = df["depth"]
+    return [int(v) for v in sorted(d.dropna().unique())] + ([pd.NA] if d.isna().any() else [])
+
+
+def depth_label(depth: object) -> str:
+    return "depth unknown" if _missing(depth) else f"depth {int(depth)}"  # type: ignore[call-overload]
 
 
 def _only(df: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -112,18 +201,18 @@ def _task_data(data: FigureData, task: str, kind: str) -> FigureData:
     diagram and the training figure read the raw table, and only its subtask `all`."""
     table = data.table.iloc[:0]
     if kind in ("phase", "training"):
-        table = _only(data.table, task)
+        table = data.table[[c for c in TABLE_COLUMNS if c in data.table.columns]]
+        table = _only(table, task)
         table = table.loc[equals(table["subtask"], "all")]
-    return FigureData(
-        table,
-        data.x,
-        _only(data.obs, task),
-        _only(data.points, task),
-        _only(data.thresholds, task),
-        [c for c in data.curves if str(c.key["task"]) == task],
-        _only(data.metric_check, task),
-        data.phase_metric,
-        data.nominal_sizes if data.nominal_sizes is not None else _nominal(data.table),
+    return replace(
+        data,
+        table=table,
+        obs=_only(data.obs, task),
+        points=_only(data.points, task),
+        thresholds=_only(data.thresholds, task),
+        curves=[c for c in data.curves if str(c.key["task"]) == task],
+        metric_check=_only(data.metric_check, task),
+        nominal_sizes=data.nominal_sizes if data.nominal_sizes is not None else _nominal(data.table),
     )
 
 
@@ -134,17 +223,26 @@ def _nominal(table: pd.DataFrame) -> bool | None:
 
 
 def draw_all(
-    data: FigureData, out_dir: Path, workers: Workers | None = None, console: Console | None = None
+    data: FigureData,
+    out_dir: Path,
+    workers: Workers | None = None,
+    console: Console | None = None,
+    kinds: tuple[str, ...] = KINDS,
 ) -> list[Path]:
-    """Draw every figure of every task; returns the written paths in a stable order. One figure is one
-    work item, so two processes share fifteen figures evenly."""
-    data = replace(data, nominal_sizes=_nominal(data.table))
+    """Draw every figure (of `kinds`) of every task; returns the written paths in a stable order. One
+    figure is one work item, so two processes share fifteen figures evenly."""
+    depths = tuple(d for d in depth_values(data.points) if not _missing(d)) if data.by_depth else ()
+    data = replace(data, nominal_sizes=_nominal(data.table), depths=depths)
     tasks = sorted(map(str, data.table["task"].dropna().unique()))
-    items = [(_task_data(data, task, kind), task, kind) for task in tasks for kind in KINDS]
+    items = [(_task_data(data, task, kind), task, kind) for task in tasks for kind in KINDS if kind in kinds]
+    order = sorted(range(len(items)), key=lambda i: -DRAW_COST.get(items[i][2], 1))
     work = partial(draw_figure, out_dir=out_dir)
     workers = workers or Workers(1)
     min_items = 2 if workers.started else PARALLEL_MIN_FIGURES  # running workers cost nothing to start
-    nested = workers.map(work, items, min_items, console, "drawing figures")
+    drawn = workers.map(work, [items[i] for i in order], min_items, console, "drawing figures")
+    nested: list[list[Path]] = [[] for _ in items]
+    for i, paths in zip(order, drawn, strict=True):
+        nested[i] = paths
     return [path for paths in nested for path in paths]
 
 
@@ -199,37 +297,89 @@ def _panel(
     color: str,
     label: str | None = None,
 ) -> str | None:
-    """Seeds, mean +- CI, fit and threshold of one curve on `ax`; returns its classification."""
-    pts = _select(points, task=task, split=split, subtask="all", metric=metric).sort_values("x")
+    """The curve of one task, split and metric (subtask `all`) on `ax`, see `_draw_curve`."""
+    where = {"task": task, "split": split, "subtask": "all", "metric": metric}
+    pts, seeds, rows = (_select(df, **where) for df in (points, obs, thresholds))
+    return _draw_curve(ax, data, pts, seeds, rows, curves, color, label)
+
+
+def _draw_curve(
+    ax,
+    data: FigureData,
+    pts: pd.DataFrame,
+    seeds: pd.DataFrame,
+    rows: pd.DataFrame,
+    curves: dict[tuple[str, ...], CurveResult],
+    color: str,
+    label: str | None = None,
+    series: bool = False,
+) -> str | None:
+    """Seeds, mean +- CI, fit and threshold of one curve (its points, observations and thresholds row)
+    on `ax`; returns its classification.
+
+    A lone curve gets a grey dashed fit, and its threshold as a dotted line with a CI band across the
+    panel. One `series` among several (one per depth) draws its fit in its own colour, and its threshold as
+    a diamond on the fit with a bar for the CI, so that several thresholds do not hide each other."""
+    pts = pts.sort_values("x")
     if pts.empty:
         return None
-    seeds = _select(obs, task=task, split=split, subtask="all", metric=metric)
-    ax.scatter(seeds["x"], seeds["value"], s=7, color=color, alpha=0.35, linewidths=0, zorder=2)
-    ax.fill_between(pts["x"], pts["ci_low"], pts["ci_high"], color=color, alpha=0.2, linewidth=0, zorder=1)
+    band = 0.15 if series else 0.2
+    # one Line2D of markers: the look of a scatter of s = 7, drawn several times faster in every format
+    ax.plot(
+        seeds["x"], seeds["value"], "o", markersize=2.65, markeredgewidth=0, color=color, alpha=0.35, zorder=2
+    )
+    ax.fill_between(pts["x"], pts["ci_low"], pts["ci_high"], color=color, alpha=band, linewidth=0, zorder=1)
     ax.plot(pts["x"], pts["mean"], "o-", color=color, markersize=3, zorder=3, label=label)
-    row = _select(thresholds, task=task, split=split, subtask="all", metric=metric)
-    if row.empty:
+    if rows.empty:
         return None
-    row = row.iloc[0]
-    key = [task, split, "all", metric] + ([str(row["series"])] if "series" in row.index else [])
-    curve = curves.get(tuple(key))
+    row = rows.iloc[0]
+    curve = _row_curve(data, row, curves)
     if curve is not None and curve.best:
         grid = np.linspace(np.log10(pts["x"].min()), np.log10(pts["x"].max()), CURVE_POINTS)
-        ax.plot(10**grid, curve.predict(grid), "--", color="0.25", linewidth=1.0, zorder=4)
-    if np.isfinite(row.get("threshold", np.nan)):
-        ax.axvline(row["threshold"], color=color, linestyle=":", linewidth=1.2, zorder=4)
-        if np.isfinite(row.get("threshold_low", np.nan)) and np.isfinite(row.get("threshold_high", np.nan)):
-            ax.axvspan(row["threshold_low"], row["threshold_high"], color=color, alpha=0.12, linewidth=0)
+        fit_color, width = (color, 1.1) if series else ("0.25", 1.0)
+        ax.plot(10**grid, curve.predict(grid), "--", color=fit_color, linewidth=width, zorder=4)
+    threshold = row.get("threshold", np.nan)
+    low, high = row.get("threshold_low", np.nan), row.get("threshold_high", np.nan)
+    has_ci = np.isfinite(low) and np.isfinite(high)
+    if np.isfinite(threshold) and series:
+        y = float(curve.predict(np.array([np.log10(threshold)]))[0]) if curve is not None else np.nan
+        if np.isfinite(y):
+            if has_ci:  # the CI as a bar with end ticks, the threshold as a diamond on the fit
+                ax.plot([low, high], [y, y], "-", color=color, linewidth=1.2, zorder=5, solid_capstyle="butt")
+                ax.plot([low, high], [y, y], "|", color=color, markersize=5, markeredgewidth=1.2, zorder=5)
+            ax.plot(
+                [threshold],
+                [y],
+                "D",
+                markersize=4.5,
+                color=color,
+                markeredgecolor="white",
+                markeredgewidth=0.6,
+                zorder=6,
+            )
+    elif np.isfinite(threshold):
+        ax.axvline(threshold, color=color, linestyle=":", linewidth=1.2, zorder=4)
+        if has_ci:
+            ax.axvspan(low, high, color=color, alpha=0.12, linewidth=0)
     return str(row["classification"])
 
 
+def _panel_metrics(data: FigureData, pts: pd.DataFrame) -> list[str]:
+    """The scale figure's metrics: those of the study (in its order) that are present, else every one."""
+    present = metric_order(sorted(map(str, pts["metric"].unique())))
+    chosen = [m for m in (data.metrics or ()) if m in present]
+    return chosen or present
+
+
 def _scale_figure(data, task, points, obs, thresholds, curves) -> Figure | None:
+    if data.by_depth:
+        return _scale_by_depth(data, task, points, obs, thresholds, curves)
     task_pts = _select(points, task=task, subtask="all")
-    metrics = metric_order(sorted(map(str, task_pts["metric"].unique())))
+    metrics = _panel_metrics(data, task_pts)
     if not metrics:
         return None
     splits = sorted(map(str, task_pts["split"].unique()), key=lambda s: (s != "test", s))
-    fig, axes = new_figure(len(metrics), bottom=0.3 if len(splits) > 1 else 0.0, title_lines=2)
+    fig, axes = new_figure(len(metrics), bottom=LEGEND_H if len(splits) > 1 else 0.0, title_lines=2)
     for ax, metric in zip(axes, metrics, strict=True):
         labels = []
         for i, split in enumerate(splits):
@@ -244,6 +394,78 @@ def _scale_figure(data, task, points, obs, thresholds, curves) -> Figure | None:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=len(splits))
     suptitle(fig, f"{task}: metrics against scale")
+    return fig
+
+
+def verdict_lines(verdicts: dict[object, str], width: int = TITLE_CHARS) -> list[str]:
+    """Per-depth classifications grouped by verdict ("emergent: depth 2 · absent: depth 1"), wrapped into
+    lines of about `width` characters."""
+    groups: dict[str, list[str]] = {}
+    for depth, verdict in verdicts.items():
+        groups.setdefault(verdict, []).append("?" if _missing(depth) else str(int(depth)))  # type: ignore[call-overload]
+    order = [v for v in VERDICT_ORDER if v in groups] + sorted(v for v in groups if v not in VERDICT_ORDER)
+    parts = [f"{v}: depth {', '.join(groups[v])}" for v in order]
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " · " + part
+        else:
+            lines.append(part)
+    return lines
+
+
+def _depth_handles(data: FigureData, labels: dict[object, str], extra: list[tuple[str, str, str]]) -> list:
+    """Legend entries: one colour per depth (`labels`: depth -> text), then (linestyle, marker, text)
+    entries in grey for what the line styles and markers mean."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color=data.depth_color(d), marker="o", markersize=3, label=text)
+        for d, text in labels.items()
+    ]
+    for linestyle, marker, text in extra:
+        handles.append(
+            Line2D(
+                [], [], color="0.35", linestyle=linestyle, marker=marker or None, markersize=4.5, label=text
+            )
+        )
+    return handles
+
+
+FIT_ENTRY = ("--", "", "best fit")
+THRESHOLD_ENTRY = ("-", "D", "threshold, 95% CI")
+
+
+def _scale_by_depth(data, task, points, obs, thresholds, curves) -> Figure | None:
+    """One panel per metric, one series per depth, on the main split."""
+    task_pts = _select(points, task=task, subtask="all")
+    split = main_split(task_pts)
+    task_pts = _select(task_pts, split=split)
+    metrics = _panel_metrics(data, task_pts)
+    if not metrics:
+        return None
+    depths = depth_values(task_pts)
+    task_obs = _select(obs, task=task, split=split, subtask="all")
+    rows = _select(thresholds, task=task, split=split, subtask="all")
+    rows = rows.loc[rows["metric"].astype(str).isin(metrics).to_numpy()]
+    titles = [[f"{m} {_arrow(m)}", *verdict_lines(_depth_verdicts(rows, m))] for m in metrics]
+    extra = [FIT_ENTRY] if len(rows) else []
+    if np.isfinite(rows["threshold"].to_numpy(dtype=float)).any():
+        extra.append(THRESHOLD_ENTRY)
+    handles = _depth_handles(data, {d: depth_label(d) for d in depths}, extra)
+    ncols, legend_h = legend_layout(len(handles), grid_width(len(metrics)))
+    fig, axes = new_figure(len(metrics), bottom=legend_h, title_lines=max(len(t) for t in titles))
+    parts = [_groups(df, "metric", "depth") for df in (task_pts, task_obs, rows)]
+    empty = (task_pts.iloc[:0], task_obs.iloc[:0], rows.iloc[:0])
+    for ax, metric, title in zip(axes, metrics, titles, strict=True):
+        for depth in depths:
+            key = (metric, _key_text(depth))
+            frames = [part.get(key, none) for part, none in zip(parts, empty, strict=True)]
+            _draw_curve(ax, data, *frames, curves, data.depth_color(depth), None, True)
+        ax.set_title("\n".join(title), fontsize=8.5)
+        _log_x(ax, data.x_label, task_pts["x"])
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=ncols)
+    suptitle(fig, f"{task}: metrics against scale, one series per depth ({split} split)")
     return fig
 
 
@@ -365,30 +587,147 @@ def _artefact_figure(data, task, points, obs, thresholds, curves) -> Figure | No
     rows = mc.loc[equals(mc["task"], task)]
     if rows.empty:
         return None
+    if data.by_depth:
+        return _artefact_by_depth(data, task, points, obs, thresholds, curves, rows)
     row = rows.iloc[-1]  # on the step axis, the largest model's check
     split, cont = str(row["split"]), str(row["continuous_metric"])
     fig, axes = new_figure(2, sharex=True)
     for ax, metric, color in ((axes[0], DISCONTINUOUS, PALETTE[1]), (axes[1], cont, PALETTE[0])):
         verdict = _panel(ax, data, task, split, metric, points, obs, thresholds, curves, color)
         ax.set_title(f"{metric} {_arrow(metric)}" + (f" ({verdict})" if verdict else ""))
-        start = row.get("em_rise_start", np.nan)
-        if row["verdict"] != "no_jump" and np.isfinite(start):
-            ax.axvspan(_select(points, task=task)["x"].min(), start, color="0.5", alpha=0.12, linewidth=0)
-        _log_x(ax, data.x_label, _select(points, task=task)["x"])
-    length = row.get("answer_len", np.nan)
-    if np.isfinite(length) and CONTINUOUS[0] in set(map(str, _select(points, task=task)["metric"].unique())):
-        ta = _select(points, task=task, split=split, subtask="all", metric=CONTINUOUS[0]).sort_values("x")
-        axes[0].plot(
-            ta["x"],
-            ta["mean"] ** int(length),
-            "-",
-            color="0.4",
-            linewidth=1.0,
-            label=f"token_accuracy^{int(length)}",
-        )
-        axes[0].legend(loc="lower right")
+        _artefact_decor(ax, data, task, row, points)
+    _power_overlay(axes[0], task, split, row, points)
     suptitle(fig, f"{task}: exact match vs {cont} — verdict: {row['verdict']}")
     return fig
+
+
+def _artefact_decor(ax, data: FigureData, task: str, row: pd.Series, points: pd.DataFrame) -> None:
+    """The floor sizes shaded, and the log x axis over every size of the task."""
+    start = row.get("em_rise_start", np.nan)
+    xs = _select(points, task=task)["x"]
+    if row["verdict"] != "no_jump" and np.isfinite(start):
+        ax.axvspan(xs.min(), start, color="0.5", alpha=0.12, linewidth=0)
+    _log_x(ax, data.x_label, xs)
+
+
+def _power_overlay(ax, task: str, split: str, row: pd.Series, points: pd.DataFrame, **depth: object) -> None:
+    """token_accuracy^L over exact match, where the answer length L is known."""
+    length = row.get("answer_len", np.nan)
+    ta = _select(points, task=task, split=split, subtask="all", metric=CONTINUOUS[0], **depth).sort_values(
+        "x"
+    )
+    if not np.isfinite(length) or ta.empty:
+        return
+    ax.plot(
+        ta["x"],
+        ta["mean"] ** int(length),
+        "-",
+        color="0.4",
+        linewidth=1.0,
+        label=f"token_accuracy^{int(length)}",
+    )
+    ax.legend(loc="upper left")  # exact match rises to the right: the upper left stays free
+
+
+def _artefact_by_depth(data, task, points, obs, thresholds, curves, rows: pd.DataFrame) -> Figure | None:
+    """Exact match and the check's continuous metric, one series per depth; the legend gives each depth's
+    verdict, a triangle on the x axis where its exact match leaves the floor."""
+    from matplotlib.transforms import blended_transform_factory
+
+    if "series" in rows.columns and rows["series"].notna().any():
+        rows = _largest_series(rows)
+    rows = rows.sort_values("depth", kind="stable", na_position="last")
+    split = str(rows["split"].iloc[0])
+    chosen = rows["continuous_metric"].astype(str)
+    cont = min(chosen.unique(), key=lambda m: (-int((chosen == m).sum()), _continuous_rank(m)))
+    depths = list(rows["depth"])
+    here = _select(thresholds, task=task, split=split, subtask="all")
+    titles = [[f"{m} {_arrow(m)}", *verdict_lines(_depth_verdicts(here, m))] for m in (DISCONTINUOUS, cont)]
+    xs = _select(points, task=task)["x"]
+    floor = rows["verdict"].ne("no_jump").to_numpy() & np.isfinite(
+        rows["em_rise_start"].to_numpy(dtype=float)
+    )
+    length = rows["answer_len"].dropna()
+    power = (
+        int(length.iloc[0])
+        if len(length) and CONTINUOUS[0] in set(map(str, points["metric"].unique()))
+        else None
+    )
+    extra = [FIT_ENTRY]
+    if np.isfinite(
+        here.loc[here["metric"].astype(str).isin([DISCONTINUOUS, cont]).to_numpy(), "threshold"]
+    ).any():
+        extra.append(THRESHOLD_ENTRY)
+    if power is not None:
+        extra.append((":", "", f"token_accuracy^{power}"))
+    if floor.any():
+        extra.append(("none", "^", "exact match leaves its floor"))
+    labels = {d: _check_label(r, cont) for d, (_, r) in zip(depths, rows.iterrows(), strict=True)}
+    handles = _depth_handles(data, labels, extra)
+    ncols, legend_h = legend_layout(len(handles), grid_width(2), entry_w=1.9)
+    fig, axes = new_figure(2, bottom=legend_h, title_lines=max(len(t) for t in titles))
+    sub = {"task": task, "split": split, "subtask": "all"}
+    parts = [_groups(_select(df, **sub), "metric", "depth") for df in (points, obs, thresholds)]
+    empty = (points.iloc[:0], obs.iloc[:0], thresholds.iloc[:0])
+    for ax, metric, title in zip(axes, (DISCONTINUOUS, cont), titles, strict=True):
+        for depth in depths:
+            key = (metric, _key_text(depth))
+            frames = [part.get(key, none) for part, none in zip(parts, empty, strict=True)]
+            _draw_curve(ax, data, *frames, curves, data.depth_color(depth), None, True)
+        ax.set_title("\n".join(title), fontsize=8.5)
+        _log_x(ax, data.x_label, xs)
+    marks = blended_transform_factory(axes[0].transData, axes[0].transAxes)
+    for (_, row), at_floor in zip(rows.iterrows(), floor, strict=True):
+        color = data.depth_color(row["depth"])
+        if at_floor:
+            axes[0].plot(
+                [row["em_rise_start"]],
+                [0.0],
+                "^",
+                color=color,
+                markersize=6,
+                transform=marks,
+                clip_on=False,
+                zorder=7,
+            )
+        if power is not None:
+            ta = _select(
+                points, task=task, split=split, subtask="all", metric=CONTINUOUS[0], depth=row["depth"]
+            ).sort_values("x")
+            axes[0].plot(ta["x"], ta["mean"] ** power, ":", color=color, linewidth=1.2, zorder=3)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=ncols)
+    suptitle(fig, f"{task}: exact match vs {cont}, one series per depth ({split} split)")
+    return fig
+
+
+def _continuous_rank(metric: str) -> int:
+    return CONTINUOUS.index(metric) if metric in CONTINUOUS else len(CONTINUOUS)
+
+
+def _check_label(row: pd.Series, shown: str) -> str:
+    """A depth's legend entry in the artefact figure: its verdict (and its own continuous metric, where
+    the panel shows another)."""
+    own = str(row["continuous_metric"])
+    return f"{depth_label(row['depth'])} · check: {row['verdict']}" + (
+        f" (check on {own})" if own != shown else ""
+    )
+
+
+def _depth_verdicts(thresholds: pd.DataFrame, metric: str) -> dict[object, str]:
+    """depth -> classification of one metric's curves, depths in ascending order."""
+    here = _select(thresholds, metric=metric)
+    pairs = sorted(
+        zip(here["depth"], here["classification"].astype(str), strict=True),
+        key=lambda p: (_missing(p[0]), 0 if _missing(p[0]) else p[0]),
+    )
+    return dict(pairs)
+
+
+def _floor_note(row: pd.Series) -> str:
+    change, z = row.get("continuous_floor_change", np.nan), row.get("continuous_floor_z", np.nan)
+    if not (np.isfinite(change) and np.isfinite(z)):
+        return ""
+    return f"floor change {change:+.2g} (z = {z:.1f})"
 
 
 def natural_key(text: str) -> tuple:
@@ -415,24 +754,57 @@ def _positions_figure(data: FigureData, task: str, points: pd.DataFrame) -> Figu
     if len(positions) < 2:
         return None
     pts = _select(task_pts, metric=CONTINUOUS[0])
+    if data.by_depth:
+        return _positions_by_depth(data, task, split, positions, pts)
     fig = Figure(figsize=(4.6, 3.0), layout="constrained")
     ax = fig.subplots()
-    cmap = _cmap()
-    for i, pos in enumerate(positions):
-        line = _select(pts, subtask=pos).sort_values("x")
-        ax.plot(
-            line["x"],
-            line["mean"],
-            "o-",
-            markersize=2.5,
-            color=cmap(i / max(len(positions) - 1, 1)),
-            label=pos,
-        )
-    overall = _select(pts, subtask="all").sort_values("x")
-    if len(overall):
-        ax.plot(overall["x"], overall["mean"], "--", color="k", linewidth=1.2, label="all")
+    _position_lines(ax, positions, pts)
     ax.set_ylabel(f"{CONTINUOUS[0]} {_arrow(CONTINUOUS[0])}")
     ax.set_title(f"{task}: token accuracy per position ({split})")
     fig.legend(ncols=2 if len(positions) > 8 else 1, loc="outside right upper", fontsize=6.5)
     _log_x(ax, data.x_label, pts["x"])
+    return fig
+
+
+def _position_lines(ax, positions: list[str], pts: pd.DataFrame) -> None:
+    cmap = _cmap()
+    for i, pos in enumerate(positions):
+        line = _select(pts, subtask=pos).sort_values("x")
+        color = cmap(i / max(len(positions) - 1, 1))
+        ax.plot(line["x"], line["mean"], "o-", markersize=2.5, color=color, label=pos)
+    overall = _select(pts, subtask="all").sort_values("x")
+    if len(overall):
+        ax.plot(overall["x"], overall["mean"], "--", color="k", linewidth=1.2, label="all")
+
+
+def _positions_by_depth(data: FigureData, task: str, split: str, positions: list[str], pts) -> Figure:
+    """One panel per depth, on one y scale, with one legend of the positions."""
+    depths = depth_values(pts)
+    legend_w = 0.95 if len(positions) <= 8 else 1.6
+    fig, axes = new_figure(len(depths), right=legend_w, sharey=True)
+    values = pts["mean"].to_numpy(dtype=float)
+    lo, hi = (np.nanmin(values), np.nanmax(values)) if values.size else (0.0, 1.0)
+    pad = 0.05 * max(hi - lo, 1e-6)
+    for ax in axes[1:]:
+        ax.sharex(axes[0])
+    for i, (ax, depth) in enumerate(zip(axes, depths, strict=True)):
+        _position_lines(ax, positions, _select(pts, depth=depth))
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_title(depth_label(depth))
+        if i % 3 == 0:
+            ax.set_ylabel(f"{CONTINUOUS[0]} {_arrow(CONTINUOUS[0])}")
+        else:
+            ax.tick_params(labelleft=False)
+        _log_x(ax, data.x_label, pts["x"])
+    handles, names = axes[0].get_legend_handles_labels()
+    width, height = fig.get_size_inches()
+    fig.legend(
+        handles,
+        names,
+        loc="upper left",
+        bbox_to_anchor=((width - legend_w + 0.1) / width, 1 - 0.5 / height),
+        ncols=2 if len(positions) > 8 else 1,
+        fontsize=6.5,
+    )
+    suptitle(fig, f"{task}: token accuracy per answer position, one panel per depth ({split} split)")
     return fig

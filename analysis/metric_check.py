@@ -1,7 +1,8 @@
 """Is a jump under exact match an artefact of the metric (Schaeffer et al. 2023)?
 
 For every task measured with exact match and at least one continuous metric (token_accuracy, edit_distance,
-answer_logprob, brier), on subtask `all` of its main split (`test` when present):
+answer_logprob, brier), on subtask `all` of its main split (`test` when present), and for every depth of it
+when the curves are grouped by depth:
 
 - `no_jump`: exact match is not classified `emergent`: there is nothing to explain.
 - `metric_induced`: exact match is emergent, and a continuous metric was already improving measurably
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.aggregate import curve_keys
+from analysis.aggregate import add_depth, curve_keys
 from analysis.options import CheckOptions
 from analysis.schema import CONTINUOUS, DISCONTINUOUS, equals, unit_range
 
@@ -45,12 +46,19 @@ def _floor_change(u: np.ndarray, y: np.ndarray, se: float, opts: CheckOptions) -
 
 
 def metric_check(
-    thresholds: pd.DataFrame, obs: pd.DataFrame, x: str, directions: dict[str, bool], opts: CheckOptions
+    thresholds: pd.DataFrame,
+    obs: pd.DataFrame,
+    x: str,
+    directions: dict[str, bool],
+    opts: CheckOptions,
+    by: str = "none",
 ) -> pd.DataFrame:
-    group_keys = [k for k in curve_keys(x) if k not in ("split", "subtask", "metric")]
+    """One row per task (per task and depth with `by = "depth"`; per model size too on the step axis);
+    the `depth` column is always there (empty unless `by = "depth"`)."""
+    group_keys = [k for k in curve_keys(x, by) if k not in ("split", "subtask", "metric")]
     columns = [*group_keys, "split", "verdict"]
     if thresholds.empty:
-        return pd.DataFrame(columns=columns)
+        return add_depth(pd.DataFrame(columns=columns), after="task")
     rows = []
     top = thresholds.loc[equals(thresholds["subtask"], "all")]
     top_obs = obs.loc[equals(obs["subtask"], "all")]
@@ -72,7 +80,10 @@ def metric_check(
             col = top_obs[k]
             mask &= equals(col, v) if not pd.isna(v) else col.isna().to_numpy()
         rows.append(_check_task(key, split, by_metric, top_obs.loc[mask], directions, opts))
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+    if "depth" in table.columns:
+        table["depth"] = pd.array(table["depth"].astype(object).where(table["depth"].notna()), dtype="Int64")
+    return add_depth(table, after="task")
 
 
 def _check_task(

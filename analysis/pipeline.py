@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from analysis.aggregate import aggregate, observations
+from analysis.aggregate import add_depth, aggregate, observations, resolve_by
 from analysis.console import Console
 from analysis.curves import CurveResult, analyse_curves
 from analysis.figures import FigureData, draw_all
 from analysis.metric_check import metric_check
-from analysis.options import CheckOptions, Criteria
+from analysis.options import FIGURE_KINDS, CheckOptions, Criteria
 from analysis.parallel import Workers
 from analysis.report import build_blocks, write_report
 from analysis.schema import metric_directions, normalise
@@ -37,6 +37,9 @@ META_KEY = b"emergence_analysis"
 
 @dataclass
 class Options:
+    """The effective settings of one analysis (command line over the study's block over the defaults).
+    Stored in results.parquet, so `emergence figures` rebuilds exactly what `emergence analyze` drew."""
+
     x: str = "n_params"
     criteria: Criteria = field(default_factory=Criteria)
     check: CheckOptions = field(default_factory=CheckOptions)
@@ -46,6 +49,10 @@ class Options:
     holdout: int = 1
     phase_metric: str | None = None
     command: str = ""
+    by: str = "auto"  # none | depth, or auto (resolved against the table)
+    figures: tuple[str, ...] = FIGURE_KINDS  # the kinds of figure drawn
+    metrics: tuple[str, ...] | None = None  # the scale figure's panels (None: every metric)
+    study: str | None = None  # the manifest.json whose analysis block gave defaults
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -56,6 +63,9 @@ class Options:
         crit = Criteria(**raw.pop("criteria", {}))
         check = CheckOptions(**raw.pop("check", {}))
         known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        for name in ("figures", "metrics"):
+            if isinstance(known.get(name), list):
+                known[name] = tuple(known[name])
         return cls(criteria=crit, check=check, **known)
 
 
@@ -68,6 +78,7 @@ class Analysis:
     thresholds: pd.DataFrame
     curves: list[CurveResult]
     metric_check: pd.DataFrame
+    by: str = "none"
 
 
 def write_results(table: pd.DataFrame, out_dir: Path, options: Options, warnings: list[str]) -> list[Path]:
@@ -102,8 +113,17 @@ def analyse(
     table: pd.DataFrame, options: Options, console: Console, workers: Workers | None = None
 ) -> Analysis:
     directions = metric_directions(table) if len(table) else {}
+    by = resolve_by(options.by, table, options.x)
+    if by == "depth" and (
+        options.x == "depth" or "depth" not in table.columns or table["depth"].isna().all()
+    ):
+        console.warn(
+            "curves not grouped by depth: "
+            + ("depth is the scale axis" if options.x == "depth" else "the results have no depth")
+        )
+        by = "none"
     obs = observations(table, options.x, console)
-    points = aggregate(obs, options.x, options.n_boot_points, options.seed)
+    points = add_depth(aggregate(obs, options.x, options.n_boot_points, options.seed, by))
     thresholds, curves = analyse_curves(
         obs,
         options.x,
@@ -114,9 +134,10 @@ def analyse(
         options.seed,
         options.holdout,
         workers,
+        by,
     )
-    check = metric_check(thresholds, obs, options.x, directions, options.check)
-    return Analysis(table, options, obs, points, thresholds, curves, check)
+    check = metric_check(thresholds, obs, options.x, directions, options.check, by)
+    return Analysis(table, options, obs, points, thresholds, curves, check, by)
 
 
 def summary(analysis: Analysis) -> dict[str, Any]:
@@ -126,6 +147,9 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         if col in t.columns:
             out[label] = int(t[col].nunique())
     out["scale axis (--x)"] = analysis.options.x
+    out["curves grouped by (--by)"] = analysis.by
+    if analysis.options.study:
+        out["defaults from the study"] = f"`{analysis.options.study}`"
     out["curves fitted"] = len(analysis.thresholds)
     if len(analysis.thresholds):
         counts = analysis.thresholds["classification"].value_counts()
@@ -161,6 +185,7 @@ def build(
         summary(analysis),
         options.criteria,
         warnings,
+        analysis.by,
     )
     paths += figure_paths + write_report(blocks, out_dir)
     clock.lap("report")
@@ -200,7 +225,12 @@ def _build(
         paths.append(path)
     clock.lap("tables")
     figure_paths: list[Path] = []
-    if figures:
+    if figures and options.figures:
+        if options.metrics and "scale" in options.figures:
+            present = set(map(str, analysis.points["metric"].unique()))
+            missing = [m for m in options.metrics if m not in present]
+            if missing:
+                console.warn(f"metric(s) for the scale figure not in the results: {', '.join(missing)}")
         data = FigureData(
             analysis.table,
             options.x,
@@ -210,8 +240,10 @@ def _build(
             analysis.curves,
             analysis.metric_check,
             options.phase_metric,
+            by=analysis.by,
+            metrics=options.metrics,
         )
-        figure_paths = draw_all(data, out_dir, workers, console)
+        figure_paths = draw_all(data, out_dir, workers, console, options.figures)
     clock.lap("figures")
     return analysis, paths, figure_paths
 

@@ -22,6 +22,7 @@ THRESHOLD_COLUMNS = (
     "split",
     "subtask",
     "metric",
+    "depth",
     "series",
     "classification",
     "threshold",
@@ -38,6 +39,7 @@ THRESHOLD_COLUMNS = (
 )
 CHECK_COLUMNS = (
     "task",
+    "depth",
     "series",
     "split",
     "verdict",
@@ -59,6 +61,20 @@ FIGURE_CAPTIONS = {
     "artefact": "Metric artefact check: exact match beside a continuous metric; shaded: sizes where exact "
     "match sat at its floor.",
     "positions": "Token accuracy per answer position against scale.",
+}
+DEPTH_CAPTIONS = {
+    "scale": "Metrics against scale, one colour per depth (main split only; every split is in the tables): "
+    "seeds (points), mean with 95% bootstrap CI, best fit (dashed), threshold with its 95% CI (diamond and "
+    "bar on the fit).",
+    "artefact": "Metric artefact check, one row per depth: exact match beside a continuous metric; shaded: "
+    "sizes where exact match sat at its floor.",
+    "positions": "Token accuracy per answer position against scale, one panel per depth.",
+}
+GROUPING = {
+    "depth": "Curves are grouped by depth (`--by depth`): each depth is fitted, classified, checked and "
+    "drawn as its own series, because models of different depth differ in capability at equal parameter "
+    "count.",
+    "none": "Curves pool every model shape (`--by none`): one curve per task, split, subtask and metric.",
 }
 MAX_WARNINGS = 50
 
@@ -83,7 +99,7 @@ def _fmt(value: Any) -> str:
 
 
 def _table(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    cols = [c for c in columns if c in df.columns and not (c == "series" and df[c].isna().all())]
+    cols = [c for c in columns if c in df.columns and not (c in ("series", "depth") and df[c].isna().all())]
     return df[cols] if len(df) else pd.DataFrame(columns=cols)
 
 
@@ -95,7 +111,9 @@ def build_blocks(
     summary: dict[str, Any],
     criteria: Criteria,
     warnings: list[str],
+    by: str = "none",
 ) -> list[Block]:
+    captions = {**FIGURE_CAPTIONS, **(DEPTH_CAPTIONS if by == "depth" else {})}
     blocks = [Block("heading", "Emergence analysis", 1)]
     blocks.append(Block("text", "Rebuild every figure, table and this report from `results.parquet` alone:"))
     blocks.append(Block("code", f"emergence figures {out_dir}"))
@@ -113,6 +131,7 @@ def build_blocks(
     )
     blocks.append(Block("table", crit))
     blocks.append(Block("heading", "Thresholds and classification"))
+    blocks.append(Block("text", GROUPING.get(by, GROUPING["none"])))
     if len(thresholds):
         is_all = thresholds["subtask"].astype(str) == "all"
         blocks.append(Block("table", _table(thresholds.loc[is_all], THRESHOLD_COLUMNS)))
@@ -133,8 +152,8 @@ def build_blocks(
         for png in (p for p in pngs if p.stem.split("_", 1)[1] == task):
             kind = png.stem.split("_", 1)[0]
             rel = png.relative_to(out_dir).as_posix()
-            blocks.append(Block("image", (rel, FIGURE_CAPTIONS.get(kind, kind))))
-            blocks.append(Block("text", f"{FIGURE_CAPTIONS.get(kind, kind)} (also as PDF and SVG)"))
+            blocks.append(Block("image", (rel, captions.get(kind, kind))))
+            blocks.append(Block("text", f"{captions.get(kind, kind)} (also as PDF and SVG)"))
     blocks.append(Block("heading", "Warnings"))
     if warnings:
         shown = warnings[:MAX_WARNINGS]

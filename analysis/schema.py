@@ -161,6 +161,8 @@ def equals(s: pd.Series, value: object) -> np.ndarray:
         return s.cat.codes.to_numpy() == code if code >= 0 else np.zeros(len(s), bool)
     if pd.api.types.is_numeric_dtype(s.dtype) and not isinstance(value, str):
         return s.to_numpy(dtype="float64", na_value=np.nan) == float(value)  # type: ignore[arg-type]
+    if isinstance(s.dtype, pd.StringDtype):
+        return (s == str(value)).to_numpy(dtype=bool, na_value=False)
     return (s.astype(str) == str(value)).to_numpy()
 
 

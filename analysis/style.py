@@ -27,6 +27,7 @@ RC = {
     "font.family": "DejaVu Sans",
     "font.size": 8.5,
     "axes.titlesize": 9.5,
+    "axes.titley": 1.0,  # fixed, not searched for each draw: no panel has ticks on top
     "axes.labelsize": 8.5,
     "legend.fontsize": 7.5,
     "xtick.labelsize": 7.5,
@@ -108,6 +109,19 @@ LEFT, RIGHT, GAP_W = 0.6, 0.2, 0.7
 TITLE_LINE, XLABEL, SUPTITLE = 0.2, 0.5, 0.35
 
 
+def grid_width(n_panels: int, max_cols: int = 3, right: float = 0.0) -> float:
+    """The width in inches of a `new_figure` of `n_panels` panels."""
+    cols = max(1, min(n_panels, max_cols))
+    return LEFT + cols * AX_W + (cols - 1) * GAP_W + RIGHT + right
+
+
+def legend_layout(n_entries: int, width: float, entry_w: float = 1.45) -> tuple[int, float]:
+    """(columns, inches of height) of a legend of `n_entries` under panels `width` inches wide."""
+    ncols = max(1, min(n_entries, int((width - 0.4) // entry_w)))
+    rows = -(-n_entries // ncols)
+    return ncols, 0.3 + 0.17 * (rows - 1)
+
+
 def new_figure(
     n_panels: int,
     max_cols: int = 3,
@@ -115,13 +129,14 @@ def new_figure(
     bottom: float = 0.0,
     right: float = 0.0,
     title_lines: int = 1,
+    sharey: bool = False,
 ) -> tuple[Figure, list]:
     """A figure with a grid of `n_panels` panels (at most `max_cols` per row), room for `title_lines`
     of panel title, and `bottom`/`right` inches to spare for a legend or a colour bar."""
     title = 0.1 + TITLE_LINE * title_lines
     cols = max(1, min(n_panels, max_cols))
     rows = max(1, -(-n_panels // cols))
-    width = LEFT + cols * AX_W + (cols - 1) * GAP_W + RIGHT + right
+    width = grid_width(n_panels, max_cols, right)
     height = SUPTITLE + rows * (title + AX_H + XLABEL) + bottom
     fig = Figure(figsize=(width, height))
     grid = fig.add_gridspec(
@@ -134,7 +149,7 @@ def new_figure(
         wspace=GAP_W / AX_W,
         hspace=(title + XLABEL) / AX_H,
     )
-    axes = grid.subplots(sharex=sharex, squeeze=False).ravel().tolist()
+    axes = grid.subplots(sharex=sharex, sharey=sharey, squeeze=False).ravel().tolist()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     for ax in axes[:n_panels]:

@@ -123,3 +123,42 @@ def small_sweep(root: Path) -> Path:
     )
     write_run_folders(df, root)
     return root
+
+
+def two_depth_table(u0: float = 5.5, seeds: int = 3, noise: float = 0.02, seed: int = 0) -> pd.DataFrame:
+    """Exact match of a width x depth sweep where only depth 2 learns the task: depth 1 stays at 0.05
+    whatever its size, depth 2 rises as a sigmoid with midpoint 10^u0 parameters. The two depths'
+    sizes interleave on the parameter axis (depth 2 has 2x the parameters of depth 1 at each width), as
+    in a real sweep."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for depth, rise in ((1, flat(0.05)), (2, sigmoid(0.05, 0.95, u0, 8.0))):
+        for i, ui in enumerate(sizes(4.0, 7.0, 10) + np.log10(depth)):
+            for s in range(seeds):
+                n_params = round(10**ui)
+                value = float(np.clip(rise(np.array([ui]))[0] + rng.normal(0.0, noise), 0.0, 1.0))
+                rows.append(
+                    {
+                        "task": "toy",
+                        "subtask": "all",
+                        "split": "test",
+                        "metric": "exact_match",
+                        "value": value,
+                        "n_params": n_params,
+                        "width": 8 * (i + 1),
+                        "depth": depth,
+                        "seed": s,
+                        "run_id": f"toy-w{8 * (i + 1)}-d{depth}-s{s}",
+                        "step": 1000,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def write_manifest(sweep: Path, analysis: dict | None, name: str = "demo") -> Path:
+    """A sweep folder's manifest.json as `emergence sweep` writes it (runs listed, study block)."""
+    sweep.mkdir(parents=True, exist_ok=True)
+    doc = {"sweep": name, "analysis": analysis or {}, "runs": [{"run_id": "r1", "width": 8, "depth": 1}]}
+    path = sweep / "manifest.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path

@@ -11,7 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_helpers import curve_table, sigmoid, sizes
+from analysis_helpers import (
+    curve_table,
+    png_pixels,
+    schema_row,
+    sigmoid,
+    sizes,
+    two_depth_table,
+    write_jsonl,
+    write_manifest,
+)
 
 from analysis.cli import analyze_main, figures_main
 
@@ -202,3 +211,147 @@ def test_analyze_and_figures_run_where_torch_cannot_be_imported(table_csv: Path,
     assert proc.returncode == 0, proc.stderr
     assert str(png) in proc.stdout.split()
     assert png.read_bytes() == before
+
+
+# ---- the study's analysis block (manifest.json) and --by ------------------------------------------------
+
+STUDY = {
+    "x": "n_params",
+    "metrics": ["exact_match"],
+    "heatmap_metric": "token_accuracy",
+    "figures": ["scale", "phase"],
+}
+
+
+def study_sweep(root: Path, analysis: dict | None = STUDY, name: str = "demo") -> Path:
+    """A sweep folder of 60 runs (2 depths x 10 widths x 3 seeds; exact match and token accuracy) with the
+    bookkeeping `emergence sweep` leaves: manifest.json with the study's block, run.json, config.yaml."""
+    from analysis.synthetic import write_run_folders
+
+    em = two_depth_table()
+    df = pd.concat([em, em.assign(metric="token_accuracy", value=0.5 + 0.5 * em["value"])], ignore_index=True)
+    df["run_id"] = name + "-" + df["run_id"]
+    df["sweep"], df["schema_version"] = name, 1
+    sweep = root / name
+    for folder in write_run_folders(df, sweep):
+        (folder / "config.yaml").write_text("seed: 0\n")
+    write_manifest(sweep, analysis, name)
+    return sweep
+
+
+def options_of(out: Path) -> dict:
+    import json
+
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(out / "results.parquet").metadata[b"emergence_analysis"]
+    return json.loads(meta)["options"]
+
+
+FAST = ["--boot", "20", "--boot-points", "100", "--jobs", "1"]
+
+
+def test_the_study_block_gives_the_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = study_sweep(tmp_path)
+    out = tmp_path / "out"
+    assert analyze_main([str(sweep), "--out", str(out), *FAST]) == 0
+    assert "manifest.json" not in capsys.readouterr().err  # bookkeeping, not an input: no warning
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [
+        f"{kind}_toy.{fmt}" for kind in ("phase", "scale") for fmt in ("pdf", "png", "svg")
+    ]
+    options = options_of(out)
+    assert options["x"] == "n_params" and options["by"] == "depth"  # auto: two depths
+    assert options["figures"] == ["scale", "phase"] and options["metrics"] == ["exact_match"]
+    assert options["phase_metric"] == "token_accuracy" and options["study"] == str(sweep / "manifest.json")
+    width = png_pixels(out / "figures" / "scale_toy.png").shape[1]
+    assert width < 600  # one panel (the study's one metric), not two
+    thresholds = pd.read_csv(out / "thresholds.csv")
+    em = thresholds.query("metric == 'exact_match'").set_index("depth")
+    assert em.loc[1, "classification"] == "absent" and em.loc[2, "classification"] == "emergent"
+    assert abs(np.log10(em.loc[2, "threshold"]) - 5.5) < 0.15
+    report = (out / "report.md").read_text()
+    assert "Curves are grouped by depth (`--by depth`)" in report
+    assert f"defaults from the study: `{sweep / 'manifest.json'}`" in report
+    # `emergence figures` redraws the same figures, byte for byte, from the stored settings
+    before = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
+    for path in (out / "figures").iterdir():
+        path.unlink()
+    assert figures_main([str(out), "--quiet", "--jobs", "1"]) == 0
+    assert {p.name: p.read_bytes() for p in (out / "figures").iterdir()} == before
+
+
+def test_options_on_the_command_line_beat_the_study_block(tmp_path: Path) -> None:
+    sweep = study_sweep(tmp_path)
+    out = tmp_path / "out"
+    argv = [
+        str(sweep),
+        "--out",
+        str(out),
+        "--figures",
+        "scale",
+        "--by",
+        "none",
+        "--metrics",
+        "exact_match,token_accuracy",
+    ]
+    assert analyze_main([*argv, "--phase-metric", "exact_match", *FAST, "--quiet"]) == 0
+    options = options_of(out)
+    assert options["figures"] == ["scale"] and options["by"] == "none"
+    assert (
+        options["metrics"] == ["exact_match", "token_accuracy"] and options["phase_metric"] == "exact_match"
+    )
+    assert options["x"] == "n_params"  # not given: still the study's
+    assert {p.stem for p in (out / "figures").iterdir()} == {"scale_toy"}
+    thresholds = pd.read_csv(out / "thresholds.csv")
+    assert len(thresholds) == 2 and thresholds["depth"].isna().all()  # one pooled curve per metric
+    assert "Curves pool every model shape (`--by none`)" in (out / "report.md").read_text()
+
+
+def test_sweeps_with_different_study_blocks_use_the_first_and_warn_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = study_sweep(tmp_path, name="a")
+    second = study_sweep(tmp_path, {**STUDY, "figures": ["phase"], "x": "width"}, name="b")
+    same = study_sweep(tmp_path, STUDY, name="c")
+    out = tmp_path / "out"
+    assert analyze_main([str(first), str(second), str(same), "--out", str(out), *FAST, "--no-figures"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, warnings
+    assert "differ (figures, x)" in warnings[0] and str(first / "manifest.json") in warnings[0]
+    assert str(second / "manifest.json") in warnings[0] and str(same / "manifest.json") not in warnings[0]
+    assert options_of(out)["figures"] == ["scale", "phase"] and options_of(out)["x"] == "n_params"
+
+
+def test_a_folder_of_sweeps_finds_their_blocks(tmp_path: Path) -> None:
+    study_sweep(tmp_path / "sweeps", name="a")
+    out = tmp_path / "out"
+    assert analyze_main([str(tmp_path / "sweeps"), "--out", str(out), *FAST, "--no-figures", "--quiet"]) == 0
+    assert options_of(out)["study"] == str(tmp_path / "sweeps" / "a" / "manifest.json")
+
+
+@pytest.mark.parametrize(
+    ("block", "argv", "needle"),
+    [
+        ({"figures": ["scale", "heatmap"]}, [], "analysis.figures: unknown figure kind 'heatmap'"),
+        ({"x": "params"}, [], "analysis.x: unknown scale axis 'params'"),
+        ({"metrics": "exact_match"}, [], "analysis.metrics must be a list of names"),
+        (None, ["--by", "width"], "unknown --by 'width'"),
+        (None, ["--figures", "scale,heat"], "unknown figure kind 'heat' in --figures"),
+        (None, ["--by", "depth", "--x", "depth"], "--by depth needs a scale axis other than depth"),
+    ],
+)
+def test_bad_study_values_and_grouping_options_are_usage_errors(
+    block: dict | None, argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "demo"
+    write_jsonl(sweep / "r1" / "results.jsonl", [schema_row()])
+    write_manifest(sweep, block)
+    assert analyze_main([str(sweep), "--out", str(tmp_path / "o"), *argv]) == 2
+    one_line_error(capsys, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_bad_block_value_overridden_on_the_command_line_is_fine(tmp_path: Path) -> None:
+    sweep = study_sweep(tmp_path, {"figures": ["heatmap"]})
+    argv = [str(sweep), "--out", str(tmp_path / "o"), "--figures", "phase", *FAST, "--quiet"]
+    assert analyze_main(argv) == 0

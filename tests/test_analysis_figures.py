@@ -91,15 +91,20 @@ def test_tables_written(analysed: Path) -> None:
     need |= {"threshold_high", "sharpness_decades", "breakthroughness", "linearity", "best_fit", "n_points"}
     need |= {"n_seeds", "backtest_error"}
     assert need <= set(thresholds.columns)
-    assert len(thresholds) == 2 * (6 + 4)  # 2 splits x (6 metrics + 4 answer positions)
+    # two depths (the default groups by depth) x 2 splits x (6 metrics + 4 answer positions)
+    assert len(thresholds) == 2 * 2 * (6 + 4)
+    assert thresholds.groupby("depth").size().to_dict() == {1: 20, 2: 20}
     assert set(thresholds["x"]) == {"n_params"}
-    em = thresholds.query("split == 'test' and subtask == 'all' and metric == 'exact_match'").iloc[0]
-    assert em["classification"] == "emergent" and em["emergent"]
-    assert em["threshold_low"] <= em["threshold"] <= em["threshold_high"]
+    ems = thresholds.query("split == 'test' and subtask == 'all' and metric == 'exact_match'")
+    for _, em in ems.iterrows():
+        assert em["classification"] == "emergent" and em["emergent"]
+        assert em["threshold_low"] <= em["threshold"] <= em["threshold_high"]
+    # the synthetic task turns on at ~10^5.35 parameters whatever the depth; 5 sizes 0.6 decades apart
+    assert np.allclose(np.log10(ems["threshold"]), 5.35, atol=0.3)
     check = pd.read_csv(analysed / "metric_check.csv")
-    assert list(check["task"]) == ["addition"]
-    assert check["verdict"].iloc[0] in {"metric_induced", "persists", "no_jump"}
-    assert check["answer_len"].iloc[0] == 4
+    assert list(check["task"]) == ["addition", "addition"] and list(check["depth"]) == [1, 2]
+    assert set(check["verdict"]) <= {"metric_induced", "persists", "no_jump"}
+    assert list(check["answer_len"]) == [4, 4]
     results = pd.read_parquet(analysed / "results.parquet")
     assert len(results) == len(pd.read_csv(analysed / "results.csv")) == 10 * 2 * 3 * 2 * 10
     points = pd.read_csv(analysed / "points.csv")
@@ -114,7 +119,8 @@ def test_worker_processes_give_the_same_bytes(analysed: Path, tmp_path: Path, mo
     import analysis.figures
 
     monkeypatch.setattr(analysis.curves, "PARALLEL_MIN_CURVES", 2)
-    monkeypatch.setattr(analysis.curves, "PARALLEL_MIN_REFITS", 0)
+    monkeypatch.setattr(analysis.curves, "PARALLEL_MIN_FITS", 0)
+    monkeypatch.setattr(analysis.curves, "PARALLEL_MIN_ROWS", 0)
     monkeypatch.setattr(analysis.figures, "PARALLEL_MIN_FIGURES", 2)
     out = tmp_path / "parallel"
     out.mkdir()

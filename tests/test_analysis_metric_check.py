@@ -92,3 +92,23 @@ def test_noisy_flat_continuous_metric_does_not_explain_a_real_jump(seed: int) ->
     metrics = {"exact_match": sigmoid(0.0, 1.0, 6.5, 20.0), "brier": lambda x: np.full_like(x, 0.7)}
     row = check(task_table("flatbrier", metrics, u, seed=seed)).loc["flatbrier"]
     assert row["verdict"] == "persists"
+
+
+def test_one_row_per_task_and_depth_when_grouped_by_depth() -> None:
+    """Depth 1 improves steadily (no jump to explain), depth 2 shows Schaeffer's mirage."""
+    length = 10
+    token, em = power_law_tokens(length)
+    shallow = task_table(
+        "mix", {"exact_match": linear(-0.5, 0.1), "token_accuracy": linear(-0.2, 0.1)}, sizes(4.0, 8.0, 13)
+    )
+    deep = task_table("mix", {"exact_match": em, "token_accuracy": token}, sizes(4.0, 8.0, 17) + np.log10(2))
+    df = pd.concat([shallow.assign(depth=1), deep.assign(depth=2, answer_len=length)], ignore_index=True)
+    analysis = analyse(normalise(df), Options(n_boot_fit=20, n_boot_points=100), Console(quiet=True))
+    mc = analysis.metric_check
+    assert analysis.by == "depth"
+    assert list(mc["task"]) == ["mix", "mix"] and list(mc["depth"]) == [1, 2]
+    assert list(mc["verdict"]) == ["no_jump", "metric_induced"]
+    assert mc["answer_len"].iloc[1] == length
+    pooled = analyse(normalise(df), Options(by="none", n_boot_fit=20, n_boot_points=100), Console(quiet=True))
+    assert len(pooled.metric_check) == 1 and pd.isna(pooled.metric_check["depth"].iloc[0])
+    assert list(pooled.metric_check.columns) == list(mc.columns)
