@@ -79,17 +79,21 @@ def _log_label(value: float, _pos: int) -> str:
 
 
 def log_ticks(axis, span: float = np.inf) -> None:
-    """Decade ticks labelled with superscripts (no mathtext), no minor ticks; every digit, or 1-2-5,
-    when the axis spans less than one or two decades."""
-    subs = tuple(range(1, 10)) if span < 1 else (1.0, 2.0, 5.0) if span < 2 else (1.0,)
+    """Decade ticks labelled with superscripts (no mathtext), no minor ticks; within a decade also 1-2-3-5
+    (every digit below half a decade), 1-2-5 below two decades. Labels such as "4·10²" are wide: every
+    digit across most of a decade would run them into each other."""
+    if span < 0.5:
+        subs: tuple[float, ...] = tuple(range(1, 10))
+    else:
+        subs = (1.0, 2.0, 3.0, 5.0) if span < 1 else (1.0, 2.0, 5.0) if span < 2 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
     axis.set_minor_locator(NullLocator())
     axis.set_major_formatter(FuncFormatter(_log_label))
 
 
 def log_x(ax, label: str, lo: float | None = None, hi: float | None = None) -> None:
-    """A log10 x axis without minor ticks; decades are labelled, and 2x and 5x too (every digit) when the
-    data span less than two decades (one decade); pass the data range as lo, hi."""
+    """A log10 x axis without minor ticks; decades are labelled, and more within them when the data span
+    less than two decades (see `log_ticks`); pass the data range as lo, hi."""
     ax.set_xscale("log")
     log_ticks(ax.xaxis, np.log10(hi / lo) if lo is not None and hi is not None and lo > 0 else np.inf)
     ax.set_xlabel(label)
