@@ -9,9 +9,9 @@
 5. `positions_<task>`: token accuracy of every answer position against scale, one line per position.
 
 With curves grouped by depth (`by = "depth"`), every depth is a series of its own, in one colour in every
-figure: the scale figure draws each depth's curve of the main split (one split: with every split of every
-depth on one panel the bands would hide each other; the tables keep every split), the artefact figure has
-one row per depth, the positions figure one panel per depth. The phase diagram is the same either way.
+figure: the scale and artefact figures draw each depth's curve of the main split (one split: with every
+split of every depth on one panel the bands would hide each other; the tables keep every split), the
+positions figure shows the deepest depth. The phase diagram is the same either way.
 
 On the step axis, panels that plot against scale show the largest model's curve (of each depth).
 """
@@ -745,6 +745,9 @@ def position_subtasks(points: pd.DataFrame) -> list[str]:
 
 
 def _positions_figure(data: FigureData, task: str, points: pd.DataFrame) -> Figure | None:
+    """Token accuracy of every answer position against scale. With curves grouped by depth: the deepest
+    depth's (the one that learns the most positions; one panel stays readable and costs what the pooled
+    figure cost; every depth's positions are in points.csv and thresholds.csv)."""
     task_pts = _select(points, task=task)
     if task_pts.empty:
         return None
@@ -754,19 +757,16 @@ def _positions_figure(data: FigureData, task: str, points: pd.DataFrame) -> Figu
     if len(positions) < 2:
         return None
     pts = _select(task_pts, metric=CONTINUOUS[0])
+    title = f"{task}: token accuracy per position ({split})"
     if data.by_depth:
-        return _positions_by_depth(data, task, split, positions, pts)
+        depths = [d for d in depth_values(pts.loc[pts["subtask"].astype(str).isin(positions).to_numpy()])]
+        known = [d for d in depths if not _missing(d)]
+        deepest = known[-1] if known else depths[-1]
+        pts = _select(pts, depth=deepest)
+        which = depth_label(deepest) + (" (the deepest)" if len(known) > 1 else "")
+        title = f"{task}: token accuracy per position\n{which}, {split} split"
     fig = Figure(figsize=(4.6, 3.0), layout="constrained")
     ax = fig.subplots()
-    _position_lines(ax, positions, pts)
-    ax.set_ylabel(f"{CONTINUOUS[0]} {_arrow(CONTINUOUS[0])}")
-    ax.set_title(f"{task}: token accuracy per position ({split})")
-    fig.legend(ncols=2 if len(positions) > 8 else 1, loc="outside right upper", fontsize=6.5)
-    _log_x(ax, data.x_label, pts["x"])
-    return fig
-
-
-def _position_lines(ax, positions: list[str], pts: pd.DataFrame) -> None:
     cmap = _cmap()
     for i, pos in enumerate(positions):
         line = _select(pts, subtask=pos).sort_values("x")
@@ -775,36 +775,8 @@ def _position_lines(ax, positions: list[str], pts: pd.DataFrame) -> None:
     overall = _select(pts, subtask="all").sort_values("x")
     if len(overall):
         ax.plot(overall["x"], overall["mean"], "--", color="k", linewidth=1.2, label="all")
-
-
-def _positions_by_depth(data: FigureData, task: str, split: str, positions: list[str], pts) -> Figure:
-    """One panel per depth, on one y scale, with one legend of the positions."""
-    depths = depth_values(pts)
-    legend_w = 0.95 if len(positions) <= 8 else 1.6
-    fig, axes = new_figure(len(depths), right=legend_w, sharey=True)
-    values = pts["mean"].to_numpy(dtype=float)
-    lo, hi = (np.nanmin(values), np.nanmax(values)) if values.size else (0.0, 1.0)
-    pad = 0.05 * max(hi - lo, 1e-6)
-    for ax in axes[1:]:
-        ax.sharex(axes[0])
-    for i, (ax, depth) in enumerate(zip(axes, depths, strict=True)):
-        _position_lines(ax, positions, _select(pts, depth=depth))
-        ax.set_ylim(lo - pad, hi + pad)
-        ax.set_title(depth_label(depth))
-        if i % 3 == 0:
-            ax.set_ylabel(f"{CONTINUOUS[0]} {_arrow(CONTINUOUS[0])}")
-        else:
-            ax.tick_params(labelleft=False)
-        _log_x(ax, data.x_label, pts["x"])
-    handles, names = axes[0].get_legend_handles_labels()
-    width, height = fig.get_size_inches()
-    fig.legend(
-        handles,
-        names,
-        loc="upper left",
-        bbox_to_anchor=((width - legend_w + 0.1) / width, 1 - 0.5 / height),
-        ncols=2 if len(positions) > 8 else 1,
-        fontsize=6.5,
-    )
-    suptitle(fig, f"{task}: token accuracy per answer position, one panel per depth ({split} split)")
+    ax.set_ylabel(f"{CONTINUOUS[0]} {_arrow(CONTINUOUS[0])}")
+    ax.set_title(title)
+    fig.legend(ncols=2 if len(positions) > 8 else 1, loc="outside right upper", fontsize=6.5)
+    _log_x(ax, data.x_label, pts["x"])
     return fig

@@ -66,9 +66,10 @@ DEPTH_CAPTIONS = {
     "scale": "Metrics against scale, one colour per depth (main split only; every split is in the tables): "
     "seeds (points), mean with 95% bootstrap CI, best fit (dashed), threshold with its 95% CI (diamond and "
     "bar on the fit).",
-    "artefact": "Metric artefact check, one row per depth: exact match beside a continuous metric; shaded: "
-    "sizes where exact match sat at its floor.",
-    "positions": "Token accuracy per answer position against scale, one panel per depth.",
+    "artefact": "Metric artefact check, one colour per depth: exact match beside the continuous metric of "
+    "the check (legend: each depth's verdict); dotted: token_accuracy^L; triangles: where exact match "
+    "leaves its floor.",
+    "positions": "Token accuracy per answer position against scale, for the deepest depth.",
 }
 GROUPING = {
     "depth": "Curves are grouped by depth (`--by depth`): each depth is fitted, classified, checked and "
