@@ -132,3 +132,14 @@ def test_worker_processes_give_the_same_bytes(analysed: Path, tmp_path: Path, mo
     assert {k: v for k, v in one.items() if k != "report.md" and k != "report.html"} == {
         k: v for k, v in two.items() if k != "report.md" and k != "report.html"
     }
+
+
+def test_figures_draw_one_series_per_depth(analysed: Path) -> None:
+    """The sweep has two depths: the scale and artefact figures name both in their legends, the positions
+    figure shows the deepest (SVG keeps its text as text)."""
+    text = {kind: (analysed / "figures" / f"{kind}_addition.svg").read_text() for kind in KINDS}
+    assert "one series per depth (test split)" in text["scale"]
+    assert ">depth 1<" in text["scale"] and ">depth 2<" in text["scale"]
+    assert "depth 1 · check: " in text["artefact"] and "depth 2 · check: " in text["artefact"]
+    assert "depth 2 (the deepest), test split" in text["positions"]
+    assert "Curves are grouped by depth (`--by depth`)" in (analysed / "report.md").read_text()
