@@ -83,12 +83,12 @@ def read_study(inputs: list[str], console: Console) -> tuple[dict[str, Any], Pat
     return first, source
 
 
-def check_block(block: dict[str, Any], source: Path | None) -> str | None:
-    """The first invalid value of a block, as one line naming the manifest and the option that
-    overrides it; None if every value is usable."""
+def check_block(block: dict[str, Any], source: Path | str | None, hint: bool = True) -> str | None:
+    """The first invalid value of a block, as one line naming the manifest and (with `hint`) the option
+    that overrides it; None if every value is usable."""
     for key, value in block.items():
         where = f"{source}: analysis.{key}"
-        fix = f" (fix the study, or give {OPTION_OF[key]})"
+        fix = f" (fix the study, or give {OPTION_OF[key]})" if hint else ""
         if key in LIST_KEYS:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 return f"{where} must be a list of names{fix}"

@@ -123,6 +123,17 @@ def test_two_jobs_with_one_run_folder_are_refused():
     assert validate_overrides(["-m", "model.width=8,16", "model.depth=1"]) is None
 
 
+def test_a_bad_analysis_block_is_refused_before_any_job():
+    assert validate_overrides(["-m", "experiment=smoke"]) is None
+    assert validate_overrides(["-m", "experiment=smoke", "analysis.by=none"]) is None
+    error = validate_overrides(["-m", "experiment=smoke", "analysis.by=dept"])
+    assert error == "sweep smoke: analysis.by: 'dept' is not one of auto, none, depth"
+    error = validate_overrides(["-m", "experiment=smoke", "analysis.figures=[scale,heat]"])
+    assert error is not None and "unknown figure kind 'heat'" in error
+    error = validate_overrides(["-m", "experiment=smoke", "+analysis.colour=red"])
+    assert error is not None and error.startswith("analysis.colour: unknown key")
+
+
 def test_command_line_overrides_a_study_grid_like_hydra():
     _, runs = plan_from_cli(["-m", "experiment=smoke", "model.width=8", "seed=0,1"])
     assert sorted((r.width, r.depth, r.seed) for r in runs) == [(8, 1, 0), (8, 1, 1), (8, 2, 0), (8, 2, 1)]

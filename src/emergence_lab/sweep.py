@@ -157,12 +157,31 @@ def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
         raise ValueError("sweep values (a,b or range()) need -m / --multirun")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         master = compose("config", overrides=fixed, return_hydra_config=True)
+        _check_analysis_block(master)
         if not multirun:
             return master, [describe(master, overrides)]
         runs = plan(GlobalHydra.instance().config_loader(), master, overrides)
         _PLAN_CACHE.clear()
         _PLAN_CACHE[tuple(o.input_line for o in parsed if not o.is_hydra_override())] = runs
         return master, runs
+
+
+def _check_analysis_block(cfg: DictConfig) -> None:
+    """A study's `analysis:` block is read only after the sweep; a typo in it fails here, before any job."""
+    from analysis.study import OPTION_OF, check_block
+
+    block = cfg.get("analysis")
+    if block is None:
+        return
+    block = OmegaConf.to_container(block, resolve=True)
+    if not isinstance(block, dict):
+        raise ValueError("analysis: must be a mapping of " + ", ".join(OPTION_OF))
+    unknown = sorted(str(k) for k in block if k not in OPTION_OF)
+    if unknown:
+        raise ValueError(f"analysis.{unknown[0]}: unknown key, choose from {', '.join(OPTION_OF)}")
+    problem = check_block({k: v for k, v in block.items() if v is not None}, f"sweep {cfg.sweep}", hint=False)
+    if problem:
+        raise ValueError(problem)
 
 
 def validate_overrides(argv: list[str]) -> str | None:
