@@ -11,9 +11,14 @@ when the curves are grouped by depth:
   `z_min` standard errors above zero (with fewer than 4 observations: the change between the first and last
   floor size exceeds `z_min` x sqrt(2) x the metric's SE), and the change is at least `min_frac` of the
   metric's range.
-- `persists`: exact match is emergent and no continuous metric moved while it sat at its floor; the
-  continuous metric's own jump is reported (`continuous_jumps_with_em`: emergent, threshold within
-  `same_place_decades` of exact match's).
+- `persists`: exact match is emergent, no continuous metric moved while it sat at its floor, and a
+  continuous metric jumps at the same place: either it is itself `emergent` with a threshold within
+  `same_place_decades` of exact match's (`continuous_jumps_with_em`), or its change across exact match's rise
+  (from the last floor size to the first size past the rise's 90% point, or past the threshold) exceeds what
+  its floor trend predicts by `z_min` standard errors and by `min_frac` of its range
+  (`continuous_jump_excess`, `continuous_jump_z`).
+- `inconclusive`: exact match is emergent but the data cannot tell: fewer than 2 sizes sit at its floor,
+  or no continuous metric either moved at the floor or jumped with it (e.g. a noisy, flat continuous metric).
 
 Where the answer length L is known, `em_vs_ta_pow_L_mae` / `_max` say how well exact match ~= token_accuracy^L
 holds across sizes (it is exact for independent per-token errors).
@@ -119,21 +124,36 @@ def _check_task(
             improvements[metric] = (change, z)
         rng = {m: unit_range(m) or abs(float(by_metric[m].get("rise", np.nan))) for m in continuous}
         moving = [m for m, (c, z) in improvements.items() if z >= opts.z_min and c >= opts.min_frac * rng[m]]
-        if moving:
+        jumps = {m: _jump_across_rise(obs, m, em, by_metric[m], directions, opts) for m in continuous}
+        jumping = [
+            m
+            for m in continuous
+            if _same_place(by_metric[m], em, opts)
+            or (jumps[m][1] >= opts.z_min and jumps[m][0] >= opts.min_frac * rng[m])
+        ]
+        if floor_sizes < 2:
+            verdict = "inconclusive"
+            reason = f"{floor_sizes} size(s) at exact match's floor: too few to see a continuous metric move"
+        elif moving:
             chosen = moving[0]
             change, z = improvements[chosen]
             verdict = "metric_induced"
             reason = f"{chosen} improved by {change:.3g} (z = {z:.1f}) while exact match sat at its floor"
-        else:
+        elif jumping:
+            chosen = jumping[0]
+            excess, jz = jumps[chosen]
             verdict = "persists"
-            reason = "no continuous metric moved while exact match sat at its floor"
+            reason = (
+                f"no continuous metric moved while exact match sat at its floor; {chosen} jumps with it "
+                f"(excess over its floor trend {excess:.3g}, z = {jz:.1f})"
+            )
+        else:
+            verdict = "inconclusive"
+            reason = "no continuous metric moved at exact match's floor, and none jumped with it"
+    else:
+        jumps = {}
     cont = by_metric[chosen]
-    same_place = bool(
-        cont["classification"] == "emergent"
-        and np.isfinite(em.get("threshold", np.nan))
-        and abs(np.log10(float(cont["threshold"])) - np.log10(float(em["threshold"])))
-        <= opts.same_place_decades
-    )
+    same_place = _same_place(cont, em, opts)
     change, z = improvements.get(chosen, (np.nan, np.nan))
     row |= {
         "continuous_metric": chosen,
@@ -143,10 +163,56 @@ def _check_task(
         "floor_sizes": floor_sizes,
         "continuous_floor_change": change,
         "continuous_floor_z": z,
+        "continuous_jump_excess": jumps.get(chosen, (np.nan, np.nan))[0],
+        "continuous_jump_z": jumps.get(chosen, (np.nan, np.nan))[1],
         "verdict": verdict,
         "reason": reason,
     }
     return row
+
+
+def _same_place(cont: pd.Series, em: pd.Series, opts: CheckOptions) -> bool:
+    """Is the continuous curve itself emergent, with a threshold near exact match's?"""
+    t_cont, t_em = float(cont.get("threshold", np.nan)), float(em.get("threshold", np.nan))
+    return bool(
+        cont["classification"] == "emergent"
+        and np.isfinite(t_cont)
+        and np.isfinite(t_em)
+        and abs(np.log10(t_cont) - np.log10(t_em)) <= opts.same_place_decades
+    )
+
+
+def _jump_across_rise(
+    obs: pd.DataFrame,
+    metric: str,
+    em: pd.Series,
+    cont: pd.Series,
+    directions: dict[str, bool],
+    opts: CheckOptions,
+) -> tuple[float, float]:
+    """(excess, z): how much more an oriented continuous metric rises across exact match's rise than its
+    trend over the floor sizes predicts. NaN when the sizes do not bracket the rise."""
+    start = float(em.get("rise_start", np.nan))
+    end = float(em.get("rise_end", np.nan))
+    threshold = float(em.get("threshold", np.nan))
+    part = obs.loc[equals(obs["metric"], metric)]
+    x = part["x"].to_numpy(float)
+    floor, after = x < start, x >= (end if np.isfinite(end) else threshold)
+    if not floor.any() or not after.any():
+        after = x > threshold
+        if not floor.any() or not after.any():
+            return np.nan, np.nan
+    sign = 1.0 if directions.get(metric, True) else -1.0
+    u, y = part["u"].to_numpy(float), sign * part["value"].to_numpy(float)
+    u0, u1 = u[floor].max(), u[after].min()
+    y0, y1 = y[u == u0].mean(), y[u == u1].mean()
+    slope = 0.0
+    if len(np.unique(u[floor])) >= 3:
+        slope = max(float(stats.linregress(u[floor], y[floor]).slope), 0.0)
+    excess = float((y1 - y0) - slope * (u1 - u0))
+    se = float(cont.get("noise_se", np.nan))
+    z = excess / (np.sqrt(2.0) * se) if se > 0 else np.inf * np.sign(excess)
+    return excess, float(z)
 
 
 def _power_law_fit(obs: pd.DataFrame) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class CheckOptions:
 
 
 CHECK_HELP = {
-    "z_min": "a continuous metric 'moved' when its slope over the floor sizes is this many SEs above 0",
-    "min_frac": "... and its change is at least this fraction of its range",
+    "z_min": "a continuous metric 'moved' (at the floor) or 'jumped' (across the rise) by this many SEs",
+    "min_frac": "... and by at least this fraction of its range",
     "same_place_decades": "two thresholds within this many decades are 'the same place'",
 }

@@ -83,15 +83,34 @@ def test_one_row_per_task_and_only_tasks_with_both_kinds() -> None:
     mc = check(pd.concat([both, ood, only_em], ignore_index=True))
     assert list(mc.index) == ["both"]
     assert mc.loc["both", "split"] == "test"
-    assert set(mc["verdict"]) <= {"metric_induced", "persists", "no_jump"}
+    assert set(mc["verdict"]) <= {"metric_induced", "persists", "inconclusive", "no_jump"}
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_noisy_flat_continuous_metric_does_not_explain_a_real_jump(seed: int) -> None:
+def test_noisy_flat_continuous_metric_neither_explains_nor_confirms_a_jump(seed: int) -> None:
     u = sizes(4.0, 8.0, 17)
     metrics = {"exact_match": sigmoid(0.0, 1.0, 6.5, 20.0), "brier": lambda x: np.full_like(x, 0.7)}
     row = check(task_table("flatbrier", metrics, u, seed=seed)).loc["flatbrier"]
+    assert row["em_classification"] == "emergent"
+    assert row["verdict"] == "inconclusive"
+    assert abs(row["continuous_jump_excess"]) < 0.05
+    assert "none jumped" in row["reason"]
+
+
+def test_a_continuous_step_on_a_rising_trend_persists() -> None:
+    """Token accuracy climbs slowly (not enough over the floor to explain anything), then steps up by 0.4
+    where exact match jumps: the jump is real, and the step is measured against the floor trend."""
+    u = sizes(4.0, 8.0, 17)
+    step = sigmoid(0.0, 0.4, 6.0, 20.0)
+    metrics = {
+        "exact_match": sigmoid(0.0, 1.0, 6.0, 20.0),
+        "token_accuracy": lambda x: 0.3 + 0.02 * (x - 4) + step(x),
+    }
+    row = check(task_table("stepped", metrics, u)).loc["stepped"]
     assert row["verdict"] == "persists"
+    assert row["continuous_metric"] == "token_accuracy"
+    assert 0.3 < row["continuous_jump_excess"] < 0.45
+    assert row["continuous_jump_z"] > 2
 
 
 def test_one_row_per_task_and_depth_when_grouped_by_depth() -> None:
