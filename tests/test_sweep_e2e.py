@@ -1,5 +1,5 @@
 """Sweeps end to end through the real `emergence` command: the 2x2 `smoke` study with the basic, joblib and
-submitit_local launchers; kill -9 and rerun; SIGTERM of a single run; submitit preemption and requeue; a
+submitit_local launchers; kill -9 and rerun; SIGUSR1 of a single run; submitit preemption and requeue; a
 failing run; `--dry-run` against the real runs.
 
 Every sweep here is compared with one uninterrupted basic-launcher sweep of the same study (`reference`):
@@ -196,7 +196,8 @@ def test_kill_minus_9_and_rerun_finishes_the_sweep_exactly_once(reference: Path,
     assert_same_results(got, results(reference), exact=True)
 
 
-def test_sigterm_checkpoints_a_single_run_and_the_rerun_resumes_it(reference: Path, tmp_path: Path, capsys):
+def test_sigusr1_checkpoints_a_single_run_and_the_rerun_resumes_it(reference: Path, tmp_path: Path, capsys):
+    """SLURM's preemption warning (`--signal=USR1@...`); SIGTERM takes the same path (joblib test above)."""
     command = [
         "train",
         f"experiment={STUDY}",
@@ -209,15 +210,15 @@ def test_sigterm_checkpoints_a_single_run_and_the_rerun_resumes_it(reference: Pa
     proc = start(command, tmp_path / "first.log")
     try:
         run_dir = poll(lambda: runs.exists() and mid_run(runs, before_step=40), 120, "a checkpoint", proc)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=60) == 128 + signal.SIGUSR1
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert run_dir.name in run_infos(reference)  # the same config: the same run id, single run or sweep
     info = read_json(run_dir / "run.json")
     assert info is not None and info["status"] == "interrupted"
-    assert "SIGTERM" in info["reason"] and "checkpoint saved" in info["reason"]
+    assert "SIGUSR1" in info["reason"] and "checkpoint saved" in info["reason"]
     stopped_at = info["step"]
     assert 20 <= stopped_at < MAX_STEPS
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
