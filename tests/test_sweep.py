@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import math
+import os
 import re
 import signal
 from pathlib import Path
@@ -404,14 +405,46 @@ def test_lightning_does_not_requeue_under_slurm(monkeypatch):
     assert type(env).__name__ == "SLURMEnvironment" and env.auto_requeue is False
 
 
-def test_parallel_jobs_are_pinned_to_one_gpu_each_by_job_number(monkeypatch):
+def test_parallel_jobs_are_pinned_to_one_gpu_each_by_job_number(monkeypatch, tmp_path):
     import torch
 
+    from emergence_lab import gpu_pin
     from emergence_lab.train import _pin_device
 
+    monkeypatch.setattr(gpu_pin, "lock_dir", lambda: tmp_path)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     gpu = OmegaConf.create({"accelerator": "gpu", "devices": 1})
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    assert [_pin_device(gpu, k) for k in range(6)] == [[0], [1], [2], [3], [0], [1]]
+    pinned = []
+    for k in range(4):  # four worker processes, one job each, all running at once
+        gpu_pin._last_gpu.clear()
+        gpu_pin._held["fd"] = None  # keep the previous job's lock: it is another process's
+        pinned.append(_pin_device(gpu, k))
+    assert pinned == [[0], [1], [2], [3]]
+    gpu_pin._last_gpu.clear()
+    gpu_pin._held["fd"] = None
+    assert _pin_device(gpu, 5) == [1]  # every GPU busy: k mod n, unlocked
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert _pin_device(gpu, 5) == 1
     assert _pin_device(OmegaConf.create({"accelerator": "cpu", "devices": 1}), 5) == 1
+
+
+def test_a_job_takes_a_free_gpu_not_one_still_busy_and_a_worker_keeps_its_gpu(monkeypatch, tmp_path):
+    from emergence_lab import gpu_pin
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    gpu_pin._last_gpu.clear()
+    gpu_pin._held["fd"] = None
+    assert gpu_pin.claim_gpu(2, 0, tmp_path) == 0  # worker A: job 0 on GPU 0 (physical 3)
+    worker_a = gpu_pin._held["fd"]
+    gpu_pin._last_gpu.clear()
+    gpu_pin._held["fd"] = None
+    assert gpu_pin.claim_gpu(2, 1, tmp_path) == 1  # worker B: job 1 on GPU 1
+    assert gpu_pin.claim_gpu(2, 2, tmp_path) == 1  # B finished first; job 2 prefers GPU 0, which A still uses
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-3.lock", "gpu-5.lock"]
+    gpu_pin.release()
+    os.close(worker_a)  # worker A exits
+    gpu_pin._last_gpu[:] = [1]
+    assert gpu_pin.claim_gpu(2, 4, tmp_path) == 1  # a worker keeps the GPU it had
+    gpu_pin.release()
+    gpu_pin._last_gpu.clear()

@@ -204,7 +204,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
                 "flops_per_step": module.flops_per_step,
                 "threads": threads,
                 "devices": devices if isinstance(devices, int) else list(devices),
-                "device": _device_name(str(t.accelerator)),
+                "device": _device_name(str(t.accelerator), devices),
                 "versions": package_versions(),
                 **git_state(),
             }
@@ -260,7 +260,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
     finally:
         from emergence_lab.wandb_setup import finish_wandb
 
-        finish_wandb(loggers)
+        finish_wandb()  # also a run that started before build_loggers raised
         if trainer is not None:
             info["step"] = trainer.global_step
         info.update(
@@ -309,19 +309,21 @@ def _set_threads(threads: int | str) -> int:
 
 
 def _pin_device(t: DictConfig, job_num: int) -> Any:
-    """With several GPUs visible and a one-device job, a parallel sweep puts job k on GPU k mod n."""
+    """Several GPUs visible, a one-device job: a free GPU, job k preferring GPU k mod n (gpu_pin)."""
     import torch
 
     if t.accelerator in ("gpu", "cuda") and t.devices == 1 and torch.cuda.device_count() > 1:
-        return [job_num % torch.cuda.device_count()]
+        from emergence_lab.gpu_pin import claim_gpu
+
+        return [claim_gpu(torch.cuda.device_count(), job_num)]
     return t.devices
 
 
-def _device_name(accelerator: str) -> str:
+def _device_name(accelerator: str, devices: Any = None) -> str:
     import torch
 
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return torch.cuda.get_device_name()
+        return torch.cuda.get_device_name(devices[0] if isinstance(devices, list) and devices else None)
     return f"cpu ({os.cpu_count()} cores)"
 
 

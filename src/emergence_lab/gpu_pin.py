@@ -1,0 +1,59 @@
+"""Which GPU a one-device job of a parallel sweep trains on, when several are visible.
+
+Job k prefers GPU k mod n, but takes only a GPU that no other job on this machine holds (an advisory lock
+per physical GPU, held until the process starts its next job or exits), and a worker process that trained
+on a GPU before keeps it. Pinning by job number alone would let job k + n start on a GPU whose job k is
+still running while another GPU sits idle (joblib hands the next job to whichever worker is free).
+
+Why Lightning's `devices=[i]` and not CUDA_VISIBLE_DEVICES: joblib's loky backend reuses worker processes and
+CUDA reads that variable once per process, so it could not move a reused worker to another GPU.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+
+_held: dict[str, int | None] = {"fd": None}
+_last_gpu: list[int] = []
+
+
+def lock_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"emergence-lab-gpus-{os.getuid()}"
+
+
+def physical_ids(n_visible: int) -> list[str]:
+    """Names of the visible GPUs that are the same for every process of the machine."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[:n_visible] if len(visible) >= n_visible else [str(i) for i in range(n_visible)]
+
+
+def release() -> None:
+    fd = _held["fd"]
+    if fd is not None:
+        os.close(fd)  # closing the file drops its lock
+        _held["fd"] = None
+
+
+def claim_gpu(n_visible: int, job_num: int, locks: Path | None = None) -> int:
+    """The index (among the visible GPUs) this process should train on; see the module docstring. With every
+    GPU held (more jobs than GPUs), GPU job_num mod n, unlocked."""
+    release()
+    locks = locks or lock_dir()
+    locks.mkdir(parents=True, exist_ok=True)
+    preferred = job_num % n_visible
+    order = [*_last_gpu[-1:], *[(preferred + i) % n_visible for i in range(n_visible)]]
+    ids = physical_ids(n_visible)
+    for index in dict.fromkeys(order):
+        fd = os.open(locks / f"gpu-{ids[index]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _held["fd"] = fd
+        _last_gpu[:] = [index]
+        return index
+    return preferred
