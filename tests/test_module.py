@@ -1,10 +1,14 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from emergence_lab.model import Transformer, TransformerConfig
 from emergence_lab.module import EmergenceModule
 from emergence_lab.optim import OptimConfig
 from emergence_lab.tasks import Addition
+from emergence_lab.tasks.base import TaskBatch
 
 
 def build(width=64, depth=2, max_steps=1000, **optim):
@@ -53,3 +57,30 @@ def test_checkpoint_carries_rng_state():
     torch.manual_seed(999)
     module.on_load_checkpoint(ckpt)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_training_loss_is_on_answer_tokens_only(monkeypatch):
+    """The real training_step with logits that ignore the input, so only the targets can move the loss."""
+    module = build(width=16, depth=1, batch_size=4)
+    module._trainer = SimpleNamespace(world_size=1, global_rank=0, global_step=0, log_every_n_steps=10**9)
+    batch = module.task.train_batch(4, seed=0, step=0, device="cpu")
+    answer_pos = batch.answer_pos.tolist()
+    outside = [p for p in range(1, batch.tokens.shape[1]) if p not in answer_pos]  # 0 is never a target
+    assert outside and answer_pos
+    torch.manual_seed(0)
+    logits = torch.randn(4, batch.tokens.shape[1] - 1, 12)
+    monkeypatch.setattr(module.model, "forward", lambda tokens: logits)  # what training_step calls
+
+    def loss_with(tokens: torch.Tensor) -> torch.Tensor:
+        monkeypatch.setattr(module.task, "train_batch", lambda *_: TaskBatch(tokens, batch.answer_pos))
+        return module.training_step(0, 0)
+
+    reference = loss_with(batch.tokens)
+    by_hand = F.cross_entropy(logits[:, batch.answer_pos - 1].flatten(0, 1), batch.answers.flatten())
+    assert reference.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    changed = batch.tokens.clone()
+    changed[:, outside] = (changed[:, outside] + 1) % 12
+    assert torch.equal(loss_with(changed), reference)
+    one_answer = batch.tokens.clone()
+    one_answer[0, answer_pos[0]] = (one_answer[0, answer_pos[0]] + 1) % 12
+    assert loss_with(one_answer).item() != pytest.approx(reference.item(), rel=1e-4)

@@ -1,9 +1,12 @@
 """The real `emergence train` command on a tiny model: files, rows, determinism, errors."""
 
+import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import TINY, run_cli
 
 from emergence_lab.metrics import METRICS
@@ -91,26 +94,51 @@ def test_rerun_of_a_completed_run_is_skipped(tiny_run):
 
 
 def test_csv_logger_records_training_curves(tmp_path):
+    """25 steps with eval_every=10: evaluations at 0, 10, 20 and at the end, 25, each exactly once."""
     run_dir = tmp_path / "csv"
     run_cli(
         "train",
         *TINY,
         "logger=csv",
-        "budget.steps=50",
+        "budget.steps=25",
         "trainer.log_every_n_steps=5",
         f"hydra.run.dir={run_dir}",
     )
-    metrics = (run_dir / "csv" / "metrics.csv").read_text()
-    header = metrics.splitlines()[0].split(",")
-    for column in ("train/loss", "train/tokens", "train/flops", "test/exact_match/all"):
-        assert column in header
+    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
+        logged = list(csv.DictReader(fh))
+    for column in ("train/loss", "train/tokens", "train/flops", "train/tokens_per_s", "test/exact_match/all"):
+        assert column in logged[0]
+    tokens_per_s = [float(r["train/tokens_per_s"]) for r in logged if r["train/tokens_per_s"]]
+    assert len(tokens_per_s) >= 3
+    assert all(math.isfinite(v) and v > 0 for v in tokens_per_s)
+    tokens = {int(r["step"]): float(r["train/tokens"]) for r in logged if r["train/tokens"]}
+    assert tokens and all(v == (step + 1) * 128 * 8 for step, v in tokens.items())  # logged at step index
+    assert all(math.isfinite(float(r["train/loss"])) for r in logged if r["train/loss"])
+    eval_steps = [int(r["step"]) for r in logged if r["test/exact_match/all"]]
+    assert eval_steps == [0, 10, 20, 25]
+
+    data = rows(run_dir)
+    assert sorted({r["step"] for r in data}) == [0, 10, 20, 25]
+    keys = [(r["split"], r["subtask"], r["metric"], r["step"]) for r in data]
+    assert len(keys) == len(set(keys))  # no evaluation written twice
+    per_step = {step: sum(1 for k in keys if k[3] == step) for step in (0, 10, 20, 25)}
+    assert len(set(per_step.values())) == 1 and per_step[25] > 0
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["step"] == info["max_steps"] == 25
+
+    # the flat config every logger gets (wandb's too): sizes from train.py plus the dotted config
+    hparams = yaml.safe_load((run_dir / "csv" / "hparams.yaml").read_text())
+    assert (hparams["width"], hparams["depth"], hparams["n_heads"]) == (16, 1, 1)
+    assert hparams["n_params"] == 12 * 16 * 16 + 3 * 16
+    assert (hparams["model.width"], hparams["model.depth"], hparams["task"]) == (16, 1, "addition")
 
 
 def test_bad_config_is_one_line_error_before_any_job(tmp_path):
-    proc = run_cli("train", *TINY, "model.width=56", f"hydra.run.dir={tmp_path / 'bad'}", check=False)
+    bad = "model.positions=sinusoidal"
+    proc = run_cli("train", *TINY, bad, f"hydra.run.dir={tmp_path / 'bad'}", check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
-    assert "does not split into 3 heads" in proc.stderr
+    assert "positions must be 'rotary' or 'learned', got 'sinusoidal'" in proc.stderr
     assert not (tmp_path / "bad").exists()
     proc = run_cli("train", "task=nosuchtask", check=False)
     assert proc.returncode == 2 and "nosuchtask" in proc.stderr

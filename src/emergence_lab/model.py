@@ -1,7 +1,12 @@
 """A small decoder-only Transformer whose size is set by two numbers: width (d_model) and depth (layers).
 
 Every other size choice follows from those two by a stated rule:
-- heads: `n_heads = max(1, width // head_dim)`; width must split evenly into that many heads;
+- heads: `n_heads` = the largest divisor of width that is <= `max(1, width // head_dim)`, so every width >= 1
+  splits evenly. Where `max(1, width // head_dim)` divides width (8, 16, 24, 32, 48, 64, ...) that is the
+  head count itself; other widths get fewer, larger heads (56 -> 2 heads of 28, 75 -> 3 of 25, a prime
+  width -> 1 head);
+- rotary positions rotate the first even number of dimensions of each head; an odd-sized head passes its
+  last dimension through unchanged (partial rotary), so width 1 with rotary positions has no position signal;
 - MLP hidden size: `mlp_ratio * width` (4 by default, as in GPT-2 and Kaplan et al.);
 - init: weights ~ N(0, init_scale / sqrt(fan_in)); the two residual projections of each block are further
   scaled by 1 / sqrt(2 * depth) (GPT-2). `init="gpt2"` selects GPT-2's fixed std 0.02 instead.
@@ -37,21 +42,18 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         if self.width < 1 or self.depth < 1:
             raise ValueError(f"width and depth must be >= 1, got width={self.width}, depth={self.depth}")
-        if self.width % self.n_heads:
-            raise ValueError(
-                f"width {self.width} does not split into {self.n_heads} heads of size {self.head_dim}; "
-                f"pick a width that is a multiple of head_dim={self.head_dim} (or below it)"
-            )
+        if self.head_dim < 1:
+            raise ValueError(f"head_dim must be >= 1, got {self.head_dim}")
         if self.positions not in {"rotary", "learned"}:
             raise ValueError(f"positions must be 'rotary' or 'learned', got {self.positions!r}")
-        if self.positions == "rotary" and (self.width // self.n_heads) % 2:
-            raise ValueError(f"rotary positions need an even head size, got {self.width // self.n_heads}")
         if self.init not in {"fan_in", "gpt2"}:
             raise ValueError(f"init must be 'fan_in' or 'gpt2', got {self.init!r}")
 
     @property
     def n_heads(self) -> int:
-        return max(1, self.width // self.head_dim)
+        """The largest divisor of width that is <= max(1, width // head_dim): every width splits evenly."""
+        target = max(1, self.width // self.head_dim)
+        return next(n for n in range(target, 0, -1) if self.width % n == 0)
 
     @property
     def d_ff(self) -> int:
@@ -90,18 +92,29 @@ class TransformerConfig:
 
 
 class RotaryEmbedding(nn.Module):
+    """Rotates the first `head_dim - head_dim % 2` dimensions of each head (all of them for an even head
+    size); the last dimension of an odd-sized head passes through unchanged."""
+
     def __init__(self, head_dim: int, max_seq_len: int, base: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.rot_dim = head_dim - head_dim % 2
+        exponents = torch.arange(0, self.rot_dim, 2, dtype=torch.float32) / max(1, self.rot_dim)
+        inv_freq = 1.0 / (base**exponents)
         angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, H, T, hd]
+        if self.rot_dim == 0:
+            return x
         t = x.shape[-2]
         cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+        rot = x[..., : self.rot_dim]
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+        rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+        if self.rot_dim == x.shape[-1]:
+            return rotated
+        return torch.cat((rotated, x[..., self.rot_dim :]), dim=-1)
 
 
 class Attention(nn.Module):

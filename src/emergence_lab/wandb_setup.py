@@ -6,6 +6,7 @@ import hashlib
 import logging
 import netrc
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,10 @@ def build_loggers(
     return [logger]
 
 
-def finish_wandb(loggers: list[Any]) -> None:
-    """Always close the wandb run, also after a failure, so offline files are complete."""
-    if not any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        return
-    import wandb
-
-    if wandb.run is not None:
+def finish_wandb() -> None:
+    """Close this process's wandb run, if one was started, also after a failure, so offline files are
+    complete. It does not look at the loggers: `log_hyperparams` starts the run (`wandb.init`) inside
+    `build_loggers`, and when anything after that raises, the caller never received the logger."""
+    wandb = sys.modules.get("wandb")  # not imported: no run was started, and importing it costs seconds
+    if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
