@@ -10,10 +10,12 @@ skipped silently.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -225,11 +227,16 @@ def _read_lines(path: Path, data: bytes, console: Console) -> pa.Table:
             bad.append(f"{path}:{number}: skipped malformed line ({problem})")
         else:
             rows.append(row)
-    for message in bad[:MAX_LINE_WARNINGS]:
-        console.warn(message)
-    if len(bad) > MAX_LINE_WARNINGS:
-        console.warn(f"{path}: {len(bad) - MAX_LINE_WARNINGS} more malformed lines skipped")
+    _warn_lines(path, bad, console)
     return pa.Table.from_pylist(rows, schema=JSONL_SCHEMA)
+
+
+def _warn_lines(path: Path, messages: list[str], console: Console) -> None:
+    """The first few skipped lines one by one, then how many more."""
+    for message in messages[:MAX_LINE_WARNINGS]:
+        console.warn(message)
+    if len(messages) > MAX_LINE_WARNINGS:
+        console.warn(f"{path}: {len(messages) - MAX_LINE_WARNINGS} more malformed lines skipped")
 
 
 def _validate_row(obj: Any) -> tuple[dict[str, Any], str | None]:
@@ -272,9 +279,18 @@ def _run_status(run_dir: Path) -> str:
 
 
 def read_table_file(path: Path, console: Console, scale_column: str = "n_params") -> pd.DataFrame | None:
-    """A CSV or Parquet table in the results schema: `task, metric, value` plus the scale column."""
+    """A CSV or Parquet table in the results schema: `task, metric, value` plus the scale column.
+
+    Skipped with a warning that names the file and the CSV lines (Parquet: the rows), keeping the rest: a
+    CSV line with more fields than the header, a row without task, metric or a numeric value, and a row
+    whose scale column holds something that is not a number (an empty one stays missing)."""
+    is_csv = path.suffix.lower() == ".csv"
+    lines: list[int] | None = None  # the CSV line of every row, where known
     try:
-        df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        if is_csv:
+            df, lines = _read_csv(path, console)
+        else:
+            df = pd.read_parquet(path)
     except Exception as exc:  # any parser error means a malformed file: skip it, say which
         console.warn(f"{path}: skipped, cannot read table ({type(exc).__name__}: {exc})")
         return None
@@ -283,14 +299,35 @@ def read_table_file(path: Path, console: Console, scale_column: str = "n_params"
         console.warn(f"{path}: skipped, missing column(s) {', '.join(missing)}")
         return None
     df = df.reset_index(drop=True)
+
+    def numbered(mask: np.ndarray) -> tuple[str, str]:
+        """("line", "3, 7") for a CSV (its file lines), ("row", "1, 5") otherwise (data rows from 1)."""
+        nonlocal lines
+        index = np.flatnonzero(mask)
+        if is_csv and lines is None:  # a clean file took the fast parser: find the lines only now
+            scanned = _scan_csv(path)[1]
+            lines = scanned if len(scanned) == len(df) else []
+        numbers = np.asarray(lines)[index] if lines else index + 1
+        shown = ", ".join(map(str, numbers[:10].tolist())) + (" ..." if len(numbers) > 10 else "")
+        return "line" if lines else "row", shown
+
     value = pd.to_numeric(df["value"], errors="coerce")
-    bad = df["task"].isna() | df["metric"].isna() | value.isna()
+    bad = (df["task"].isna() | df["metric"].isna() | value.isna()).to_numpy(dtype=bool)
     if bad.any():
-        first_line = 2 if path.suffix.lower() == ".csv" else 1  # CSV line 1 is the header
-        lines = (np.flatnonzero(bad.to_numpy()) + first_line).tolist()
-        shown = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
-        what = "line" if first_line == 2 else "row"
-        console.warn(f"{path}: skipped {len(lines)} malformed {what}(s): {shown}")
+        what, shown = numbered(bad)
+        console.warn(f"{path}: skipped {int(bad.sum())} malformed {what}(s): {shown}")
+    scale = df[scale_column]
+    if not pd.api.types.is_numeric_dtype(scale.dtype):
+        number = pd.to_numeric(scale, errors="coerce")
+        blank = scale.isna().to_numpy(dtype=bool) | (scale.astype(str).str.strip() == "").to_numpy(dtype=bool)
+        not_number = number.isna().to_numpy(dtype=bool) & ~blank & ~bad
+        if not_number.any():
+            what, shown = numbered(not_number)
+            count = int(not_number.sum())
+            console.warn(f"{path}: skipped {count} {what}(s) whose {scale_column} is not a number: {shown}")
+            bad = bad | not_number
+        df[scale_column] = number
+    if bad.any():
         df = df.loc[~bad].reset_index(drop=True)
         value = value.loc[~bad].reset_index(drop=True)
     df["value"] = value
@@ -305,3 +342,46 @@ def read_table_file(path: Path, console: Console, scale_column: str = "n_params"
             run_id = run_id + ":" + df[col].astype(str)
         df["run_id"] = run_id
     return df
+
+
+def _read_csv(path: Path, console: Console) -> tuple[pd.DataFrame, list[int] | None]:
+    """A CSV table, and the file line of every row when they had to be found. A clean file takes pandas'
+    C parser; one with a line longer than the header is re-read line by line, skipping such lines with a
+    warning each. (`index_col=False`: a longer first row must not silently become the index.)"""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, index_col=False), None
+    except (pd.errors.ParserError, pd.errors.ParserWarning):
+        pass
+    text, lines, problems = _scan_csv(path)
+    _warn_lines(path, problems, console)
+    return pd.read_csv(io.StringIO(text), index_col=False), lines
+
+
+def _scan_csv(path: Path) -> tuple[str, list[int], list[str]]:
+    """The CSV's header and well-formed records as text, the line each record starts on, and a message for
+    every skipped record (more fields than the header). Blank lines are skipped, as pandas does."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    lines: list[int] = []
+    problems: list[str] = []
+    width: int | None = None
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        start = 1
+        for record in reader:
+            line, start = start, reader.line_num + 1
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            if width is None:
+                width = len(record)
+            elif len(record) > width:
+                problems.append(
+                    f"{path}:{line}: skipped malformed line (expected {width} fields, saw {len(record)})"
+                )
+                continue
+            else:
+                lines.append(line)
+            writer.writerow(record)
+    return out.getvalue(), lines, problems

@@ -58,7 +58,7 @@ def read_wandb(spec: str, console: Console, api: Any = None) -> pd.DataFrame | N
     for run in console.track(runs, f"reading {len(runs)} wandb runs", len(runs)):
         name = getattr(run, "name", "?")
         try:
-            frame = _run_rows(run)
+            frame = _run_rows(run, console, f"{spec}: run {name}")
         except Exception as exc:
             console.warn(f"{spec}: run {name} skipped ({type(exc).__name__}: {exc})")
             continue
@@ -77,9 +77,9 @@ def _config(run: Any) -> dict[str, Any]:
     return {k: v["value"] if isinstance(v, Mapping) and "value" in v else v for k, v in raw.items()}
 
 
-def _run_rows(run: Any) -> pd.DataFrame | None:
+def _run_rows(run: Any, console: Console, label: str) -> pd.DataFrame | None:
     status = STATE_TO_STATUS.get(str(getattr(run, "state", "")), str(getattr(run, "state", "unknown")))
-    attached = _attached_results(run)
+    attached = _attached_results(run, console, label)
     if attached is not None:
         attached["status"] = status
         return attached
@@ -121,7 +121,9 @@ def _run_rows(run: Any) -> pd.DataFrame | None:
     return df
 
 
-def _attached_results(run: Any) -> pd.DataFrame | None:
+def _attached_results(run: Any, console: Console, label: str) -> pd.DataFrame | None:
+    """The rows of the run's attached results.jsonl, or None. Its skipped lines are reported on `console`,
+    named `<label>, results.jsonl:<line>` (the downloaded copy lives in a folder that is gone afterwards)."""
     from analysis.collect import RESULTS_FILE, read_results_jsonl
 
     try:
@@ -132,7 +134,11 @@ def _attached_results(run: Any) -> pd.DataFrame | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         files[0].download(root=tmp, replace=True)
-        table = read_results_jsonl(Path(tmp) / RESULTS_FILE, Console(quiet=True))
+        local = Path(tmp) / RESULTS_FILE
+        scratch = Console(quiet=True)
+        table = read_results_jsonl(local, scratch)
+    for message in scratch.warnings:
+        console.warn(message.replace(str(local), f"{label}, {RESULTS_FILE}"))
     return None if table is None else table.to_pandas()
 
 

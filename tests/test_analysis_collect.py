@@ -273,3 +273,90 @@ def test_wandb_failure_is_a_warning_not_a_crash(monkeypatch: pytest.MonkeyPatch)
     assert console.warnings == [
         "wandb:me/proj: skipped, cannot list wandb runs (ConnectionError: no network)"
     ]
+
+
+CSV_HEADER = "task,metric,value,n_params,seed\n"
+
+
+def test_ragged_csv_lines_are_skipped_one_by_one_and_the_good_rows_kept(tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text(
+        CSV_HEADER
+        + "t,exact_match,0.1,1000,0,EXTRA\n"  # line 2: a longer first row must not become the index
+        + "t,exact_match,0.2,2000,0\n"  # line 3: good
+        + '"t\nwrapped",exact_match,0.3,3000,0\n'  # lines 4-5: one quoted record over two lines, good
+        + "\n"  # line 6: blank
+        + "t,exact_match,0.4,4000,0,x,y\n"  # line 7: two extra fields
+        + "t,exact_match\n"  # line 8: too short, no value
+        + "t,exact_match,0.5,5000,1\n"  # line 9: good
+    )
+    console = Console(quiet=True)
+    df = collect([str(path)], console)
+    got = sorted(zip(df["n_params"].tolist(), df["value"].tolist(), strict=True))
+    assert got == [(2000, 0.2), (3000, 0.3), (5000, 0.5)]
+    assert set(df["task"].astype(str)) == {"t", "t\nwrapped"}
+    assert console.warnings == [
+        f"{path}:2: skipped malformed line (expected 5 fields, saw 6)",
+        f"{path}:7: skipped malformed line (expected 5 fields, saw 7)",
+        f"{path}: skipped 1 malformed line(s): 8",
+    ]
+
+
+def test_many_ragged_csv_lines_are_counted_after_the_first_few(tmp_path: Path) -> None:
+    path = tmp_path / "many.csv"
+    good = [f"t,exact_match,0.5,{1000 * (i + 1)},0\n" for i in range(3)]
+    path.write_text(CSV_HEADER + "".join(good) + "t,exact_match,0.5,9,0,extra\n" * 8)
+    console = Console(quiet=True)
+    df = collect([str(path)], console)
+    assert sorted(df["n_params"].tolist()) == [1000, 2000, 3000]
+    assert console.warnings[:5] == [
+        f"{path}:{line}: skipped malformed line (expected 5 fields, saw 6)" for line in range(5, 10)
+    ]
+    assert console.warnings[5:] == [f"{path}: 3 more malformed lines skipped"]
+
+
+def test_non_numeric_scale_values_are_skipped_with_file_line_and_column(tmp_path: Path) -> None:
+    clean = tmp_path / "clean.csv"  # read by the fast parser: the line numbers are found afterwards
+    clean.write_text(
+        CSV_HEADER
+        + "t,exact_match,0.1,1000,0\n"  # line 2
+        + "\n"  # line 3: blank, so line = row + 2 would be wrong below
+        + "t,exact_match,0.2,abc,0\n"  # line 4
+        + "t,exact_match,0.3,,0\n"  # line 5: empty, kept as missing
+        + "t,exact_match,0.4,4e3,0\n"  # line 6
+    )
+    ragged = tmp_path / "ragged.csv"  # read line by line: the lines are known from the start
+    ragged.write_text(CSV_HEADER + "t,m,0.1,1000,0,x\n" + "t,m,0.2,1e4,0\n" + "t,m,0.3,ten,0\n")
+    frame = pd.DataFrame({"task": ["t"] * 3, "metric": ["m"] * 3, "value": [0.1, 0.2, 0.3]})
+    frame.assign(flops=["1e12", "lots", None]).to_parquet(tmp_path / "flops.parquet")
+    console = Console(quiet=True)
+    df = collect([str(clean), str(ragged)], console)
+    got = dict(zip(df["value"].tolist(), df["n_params"].tolist(), strict=True))
+    assert sorted(got) == [0.1, 0.2, 0.3, 0.4]  # lines 4 of both files are gone
+    assert (got[0.1], got[0.2], got[0.4]) == (1000, 10000, 4000) and pd.isna(got[0.3])
+    assert console.warnings == [
+        f"{clean}: skipped 1 line(s) whose n_params is not a number: 4",
+        f"{ragged}:2: skipped malformed line (expected 5 fields, saw 6)",
+        f"{ragged}: skipped 1 line(s) whose n_params is not a number: 4",
+    ]
+    console = Console(quiet=True)
+    df = collect([str(tmp_path / "flops.parquet")], console, scale_column="flops")
+    assert df["value"].tolist() == [0.1, 0.3] and df["flops"].iloc[0] == 1e12 and pd.isna(df["flops"].iloc[1])
+    assert console.warnings == [
+        f"{tmp_path / 'flops.parquet'}: skipped 1 row(s) whose flops is not a number: 2"
+    ]
+
+
+def test_wandb_attached_results_report_their_skipped_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = json.dumps(schema_row(run_id="r", value=0.7)) + "\n" + "not json\n"
+    runs = [FakeRun("r", {"sweep": "demo"}, [], files=[FakeFile("results.jsonl", text)])]
+    fake = types.ModuleType("wandb")
+    fake.Api = lambda: FakeApi(runs)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    console = Console(quiet=True)
+    df = collect(["wandb:me/proj/demo"], console)
+    assert df["value"].tolist() == [0.7] and df["status"].astype(str).tolist() == ["completed"]
+    assert len(console.warnings) == 1
+    assert console.warnings[0].startswith(
+        "wandb:me/proj/demo: run r, results.jsonl:2: skipped malformed line ("
+    )
