@@ -73,7 +73,8 @@ ROW_ORDER: tuple[str, ...] = (
 MIN_VALID_BOOT = 0.5  # a threshold CI needs at least this share of bootstrap refits to succeed
 PARALLEL_MIN_CURVES = 24  # below this, one process is faster than starting a pool
 PARALLEL_MIN_FITS = 200  # curves whose fits (~10 ms each) repay starting worker processes
-PARALLEL_MIN_ROWS = 20_000  # bootstrap refits that are worth splitting over the running workers
+PARALLEL_MIN_ROWS = 20_000  # bootstrap refits (~0.2 ms each) that repay starting worker processes
+PARALLEL_WARM_ROWS = 1_000  # bootstrap refits worth splitting over workers that already run
 
 
 @dataclass
@@ -273,9 +274,9 @@ def analyse_curves(
 def _bootstrap(
     items: list[CurveInput], results: list[CurveResult], n_boot: int, seed: int, workers: Workers
 ) -> None:
-    """Every pending threshold bootstrap, all curves' resamples refitted together (per model), so that
-    many small curves cost little more than one big one. Each curve's resamples are seeded from its key
-    and each row is refitted on its own, so the result does not depend on the grouping or the workers."""
+    """Every pending threshold bootstrap: all curves' resamples in one block per model, split over the
+    workers. Each curve's resamples are seeded from its key and each is refitted on its own (one scipy fit
+    per resample), so the result does not depend on the grouping or the workers."""
     by_model: dict[str, list[BootRows]] = {}
     for i, (item, result) in enumerate(zip(items, results, strict=True)):
         if result.pending is None:
@@ -286,13 +287,16 @@ def _bootstrap(
         part = boot_rows(result.pending, item.u, result.sign * item.y, flat, lengths, i)
         by_model.setdefault(part.model, []).append(part)
     boots = {i: np.full(n_boot, np.nan) for i, r in enumerate(results) if r.pending is not None}
-    for parts in by_model.values():
-        rows = stack_rows(parts)
-        chunks = _chunks(rows, workers.jobs if len(rows.start) >= PARALLEL_MIN_ROWS else 1)
-        found = np.concatenate(workers.map(solve_rows, chunks, 2))
-        for i in np.unique(rows.curve):
-            mine = rows.curve == i
-            boots[int(i)][rows.slot[mine]] = found[mine]
+    stacks = [stack_rows(parts) for parts in by_model.values()]
+    total = sum(len(rows.start) for rows in stacks)
+    parallel = total >= PARALLEL_MIN_ROWS or (workers.started and total >= PARALLEL_WARM_ROWS)
+    # Several chunks per process: rows differ in cost, and the processes should finish together.
+    chunks = [c for rows in stacks for c in _chunks(rows, 4 * workers.jobs if parallel else 1)]
+    found_all = workers.map(solve_rows, chunks, 2 if parallel else len(chunks) + 1)
+    for chunk, found in zip(chunks, found_all, strict=True):
+        for i in np.unique(chunk.curve):
+            mine = chunk.curve == i
+            boots[int(i)][chunk.slot[mine]] = found[mine]
     for i, boot in boots.items():
         results[i].set_boot(boot)
 

@@ -4,16 +4,23 @@
 - sigmoid: y = floor + (ceiling - floor) / (1 + exp(-k (u - u0)))     (k >= 0; u0 is the threshold)
 - hinge:   y = a + b1 min(u - ub, 0) + b2 max(u - ub, 0)             (broken stick; ub is the threshold)
 
-The nonlinear fits start from the best point of a coarse grid (the linear parameters solved exactly at each
-grid point) and are refined by `scipy.optimize.least_squares` with analytic Jacobians and bounds.
+The line is `np.polyfit`. The sigmoid and the hinge are fitted by MINPACK's Levenberg-Marquardt,
+`scipy.optimize.leastsq`, with analytic Jacobians: a fit from the best point of a coarse grid (the linear
+parameters solved exactly at each grid point), a bootstrap refit from the full-data fit. Where the unbounded
+fit fails or leaves the bounds, the same routine fits within them, through the sine transform of MINUIT and
+lmfit.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from math import tanh
+from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares, leastsq
+from scipy.optimize import leastsq
 from scipy.special import expit
 
 MODELS: tuple[str, ...] = ("linear", "sigmoid", "hinge")
@@ -56,30 +63,161 @@ class Fit:
 def predict(model: str, p: np.ndarray, u: np.ndarray) -> np.ndarray:
     if model == "linear":
         return p[0] + p[1] * u
+    a, b, c, d = p.tolist()  # floats: numpy scalars slow down the arithmetic on small arrays
     if model == "sigmoid":
-        return p[0] + (p[1] - p[0]) * expit(p[2] * (u - p[3]))
+        return a + (b - a) * expit(c * (u - d))
     if model == "hinge":
-        d = u - p[3]
-        return p[0] + p[1] * np.minimum(d, 0.0) + p[2] * np.maximum(d, 0.0)
+        du = u - d
+        low = np.minimum(du, 0.0)
+        return a + b * low + c * (du - low)
     raise ValueError(model)
 
 
-def _jacobian(model: str, p: np.ndarray, u: np.ndarray) -> np.ndarray:
-    jac = np.empty((len(u), 4))
-    d = u - p[3]
+def _jacobian(model: str, p: np.ndarray, u: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """d (w predict) / d p, one row per parameter."""
+    a, b, c, d = p.tolist()
+    du = u - d
     if model == "sigmoid":
-        s = expit(p[2] * d)
-        ds = s * (1.0 - s) * (p[1] - p[0])
-        jac[:, 0] = 1.0 - s
-        jac[:, 1] = s
-        jac[:, 2] = ds * d
-        jac[:, 3] = -ds * p[2]
-        return jac
-    jac[:, 0] = 1.0
-    jac[:, 1] = np.minimum(d, 0.0)
-    jac[:, 2] = np.maximum(d, 0.0)
-    jac[:, 3] = np.where(d < 0, -p[1], -p[2])
-    return jac
+        s = expit(c * du)
+        ws = w * s
+        wds = ws * (1.0 - s) * (b - a)
+        return np.array((w - ws, ws, wds * du, -c * wds))
+    w_low = w * np.minimum(du, 0.0)
+    return np.array((w, w_low, w * du - w_low, np.where(du < 0, -b, -c) * w))
+
+
+Callback = Callable[[np.ndarray], Any]  # an array, or (nested) lists of floats: `leastsq` takes either
+
+# Up to this many residuals the callbacks compute in Python floats: there (a bootstrap refit has one residual
+# per size) numpy's cost per call exceeds the arithmetic, and the fit runs ~3x faster.
+SHORT_PROBLEM = 24
+# Weight of the pull toward the start, per unit of each parameter: far below any noise, so it moves only what
+# the data leave free (a resample with fewer sizes than parameters, the slope of a step too steep to
+# measure), and there it picks the fit nearest to the start. It also keeps the Jacobian of full rank:
+# on an exactly singular one, scipy's MINPACK (1.17) was seen to step differently from run to run.
+PULL = 1e-6
+
+
+def _problem(
+    model: str,
+    u: np.ndarray,
+    y: np.ndarray,
+    start: np.ndarray,
+    w: np.ndarray | float = 1.0,
+    extra: float = 0.0,
+) -> tuple[Callback, Callback]:
+    """scipy's callbacks for the fit of `model` that minimises sum w^2 (f(u) - y)^2 + `extra` (+ the pull
+    toward `start`): the residuals and their Jacobian, one row per parameter (`leastsq`'s col_deriv layout).
+    The residual sqrt(extra) is a point of weight 0: no parameter changes it, but the relative convergence
+    tests see it."""
+    n = len(u)
+    padded = np.zeros((3, n + 1))
+    padded[0, :n], padded[0, n] = u, u[-1]
+    padded[1, :n] = w
+    padded[2, :n], padded[2, n] = w * y, -np.sqrt(extra)
+    if n + 1 <= SHORT_PROBLEM:
+        return _float_callbacks(model, padded.T.tolist(), start.tolist())
+    u, w, wy = padded
+    pull = PULL * np.eye(4)
+    return (
+        lambda p: np.concatenate((w * predict(model, p, u) - wy, PULL * (p - start))),
+        lambda p: np.concatenate((_jacobian(model, p, u, w), pull), axis=1),
+    )
+
+
+def _float_callbacks(model: str, points: list[list[float]], start: list[float]) -> tuple[Callback, Callback]:
+    """`_problem`'s callbacks on points (u, w, w y) in Python floats; expit(x) = (1 + tanh(x / 2)) / 2."""
+    a0, b0, c0, d0 = start
+    identity = [[PULL if i == j else 0.0 for j in range(4)] for i in range(4)]
+
+    def pull(a: float, b: float, c: float, d: float) -> list[float]:
+        return [PULL * (a - a0), PULL * (b - b0), PULL * (c - c0), PULL * (d - d0)]
+
+    def with_pull(rows: tuple[list[float], ...]) -> list[list[float]]:
+        return [row + extra for row, extra in zip(rows, identity, strict=True)]
+
+    if model == "sigmoid":
+
+        def residuals(p: np.ndarray) -> list[float]:
+            a, b, c, d = p.tolist()
+            half = 0.5 * (b - a)
+            return [w * (a + half + half * tanh(0.5 * c * (u - d))) - wy for u, w, wy in points] + pull(
+                a, b, c, d
+            )
+
+        def jacobian(p: np.ndarray) -> list[list[float]]:
+            a, b, c, d = p.tolist()
+            rows: tuple[list[float], ...] = ([], [], [], [])
+            for u, w, _ in points:
+                s = 0.5 + 0.5 * tanh(0.5 * c * (u - d))
+                ws = w * s
+                wds = ws * (1.0 - s) * (b - a)
+                rows[0].append(w - ws)
+                rows[1].append(ws)
+                rows[2].append(wds * (u - d))
+                rows[3].append(-c * wds)
+            return with_pull(rows)
+
+    else:
+
+        def residuals(p: np.ndarray) -> list[float]:
+            a, b, c, d = p.tolist()
+            return [w * (a + (b if u < d else c) * (u - d)) - wy for u, w, wy in points] + pull(a, b, c, d)
+
+        def jacobian(p: np.ndarray) -> list[list[float]]:
+            _, b, c, d = p.tolist()
+            rows: tuple[list[float], ...] = ([], [], [], [])
+            for u, w, _ in points:
+                rows[0].append(w)
+                rows[1].append(w * min(u - d, 0.0))
+                rows[2].append(w * max(u - d, 0.0))
+                rows[3].append(-w * (b if u < d else c))
+            return with_pull(rows)
+
+    return residuals, jacobian
+
+
+CONVERGED = (1, 2, 3, 4)  # `leastsq`'s codes for convergence; 5: it used up its evaluations
+
+
+def _leastsq(
+    residuals: Callback, jacobian: Callback, start: np.ndarray, tol: float, maxfev: int
+) -> tuple[np.ndarray, int]:
+    """MINPACK's Levenberg-Marquardt (`leastsq`) from `start`: where it stopped, and its code (0: failed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # leastsq warns where it stops unconverged
+        try:
+            p, ier = leastsq(
+                residuals, start, Dfun=jacobian, col_deriv=True, ftol=tol, xtol=tol, maxfev=maxfev
+            )
+        except (TypeError, ValueError, np.linalg.LinAlgError):  # TypeError: fewer residuals than parameters
+            return np.full(len(start), np.nan), 0
+    return p, int(ier) if np.all(np.isfinite(p)) else 0
+
+
+def _bounded_leastsq(
+    residuals: Callback,
+    jacobian: Callback,
+    start: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    tol: float,
+    maxfev: int,
+) -> np.ndarray:
+    """`_leastsq` within the bounds, wherever it stops: in z with p = mid + half sin(z), the bounds transform
+    of MINUIT and lmfit, every z is a p within the bounds."""
+    half = (upper - lower) / 2.0
+    mid = lower + half
+    # From just inside the bounds: on a bound, dp/dz = 0 and the parameter could never leave it.
+    z0 = np.arcsin(np.clip((start - mid) / half, -1.0 + 1e-6, 1.0 - 1e-6))
+    z, _ = _leastsq(
+        lambda z: residuals(mid + half * np.sin(z)),
+        lambda z: np.asarray(jacobian(mid + half * np.sin(z))) * (half * np.cos(z))[:, None],
+        z0,
+        tol,
+        maxfev,
+    )
+    return mid + half * np.sin(z)
 
 
 def fit_linear(u: np.ndarray, y: np.ndarray) -> Fit:
@@ -128,58 +266,19 @@ def _grid_start(model: str, u: np.ndarray, y: np.ndarray, lower: np.ndarray, upp
     return np.clip(start, lower, upper)
 
 
-def fit_nonlinear(
-    model: str, u: np.ndarray, y: np.ndarray, start: np.ndarray | None = None, max_nfev: int = 200
-) -> Fit | None:
-    """Least-squares fit of `sigmoid` or `hinge`; `start` (e.g. the full-data fit) skips the grid."""
+def fit_nonlinear(model: str, u: np.ndarray, y: np.ndarray) -> Fit | None:
+    """Least-squares fit of `sigmoid` or `hinge` from the best grid point: unbounded where it converges
+    strictly inside the bounds (then it is the bounded fit's local minimum too, found faster), bounded
+    otherwise."""
     lower, upper = _bounds(model, u, y)
-    x0 = _grid_start(model, u, y, lower, upper) if start is None else np.clip(start, lower, upper)
-    x0 = np.where(
-        x0 <= lower, lower + 1e-9 * (upper - lower), np.where(x0 >= upper, upper - 1e-9 * (upper - lower), x0)
-    )
-    if start is None:
-        interior = _interior_fit(model, u, y, x0, lower, upper)
-        if interior is not None:
-            return interior
-    try:
-        res = least_squares(
-            lambda p: predict(model, p, u) - y,
-            x0,
-            jac=lambda p: _jacobian(model, p, u),
-            bounds=(lower, upper),
-            method="trf",
-            x_scale="jac",
-            max_nfev=max_nfev,
-        )
-    except (ValueError, np.linalg.LinAlgError):
-        return None
-    if not np.all(np.isfinite(res.x)):
-        return None
-    return Fit(model, tuple(float(v) for v in res.x), float(2.0 * res.cost), len(u))
-
-
-def _interior_fit(
-    model: str, u: np.ndarray, y: np.ndarray, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray
-) -> Fit | None:
-    """The unbounded Levenberg-Marquardt fit (MINPACK) from `x0` when it converges strictly inside the
-    bounds: then it is the bounded fit's local minimum too, found several times faster. None otherwise."""
-    try:
-        p, _, _, _, ier = leastsq(
-            lambda q: predict(model, q, u) - y,
-            x0,
-            Dfun=lambda q: _jacobian(model, q, u),
-            full_output=True,
-            ftol=1e-10,
-            xtol=1e-10,
-            maxfev=200,
-        )
-    except (ValueError, np.linalg.LinAlgError):
-        return None
+    start = _grid_start(model, u, y, lower, upper)
+    residuals, jacobian = _problem(model, u, y, start)
+    p, ier = _leastsq(residuals, jacobian, start, 1e-10, 200)
     margin = 1e-3 * (upper - lower)
-    if ier not in (1, 2, 3, 4) or not np.all(np.isfinite(p)):
-        return None
-    if np.any(p <= lower + margin) or np.any(p >= upper - margin):
-        return None
+    if ier not in CONVERGED or np.any(p <= lower + margin) or np.any(p >= upper - margin):
+        p = _bounded_leastsq(residuals, jacobian, start, lower, upper, 1e-10, 400)
+        if not np.all(np.isfinite(p)):
+            return None
     rss = float(np.sum((predict(model, p, u) - y) ** 2))
     return Fit(model, tuple(float(v) for v in p), rss, len(u))
 
@@ -227,30 +326,9 @@ def resample_flat(
 
 
 def refit_threshold(fit: Fit, u: np.ndarray, y: np.ndarray) -> float:
-    """Threshold of `fit.model` refitted to (u, y), starting from `fit`'s parameters.
-
-    Unbounded Levenberg-Marquardt (MINPACK `leastsq`) first: from a warm start it converges in a few steps,
-    several times faster than the bounded trust-region fit, which is the fallback when LM fails or leaves
-    the bounds. A sigmoid steeper than K_MAX is accepted: its midpoint still says where the step is."""
+    """Threshold of `fit.model` refitted to (u, y), starting from `fit`'s parameters (see `_refit`)."""
     lower, upper = _bounds(fit.model, u, y)
-    start = np.asarray(fit.params, dtype=float)
-    try:
-        p, _, _, _, ier = leastsq(
-            lambda q: predict(fit.model, q, u) - y,
-            start,
-            Dfun=lambda q: _jacobian(fit.model, q, u),
-            full_output=True,
-            ftol=1e-7,
-            xtol=1e-7,
-            maxfev=80,  # from a warm start LM needs ~10; more means it is running off to infinity
-        )
-        valid = np.all(np.isfinite(p)) and (fit.model != "sigmoid" or p[2] >= 0)
-        if valid and ier in (1, 2, 3, 4) and lower[3] <= p[3] <= upper[3]:
-            return float(p[3])
-    except (ValueError, np.linalg.LinAlgError):
-        pass
-    bounded = fit_nonlinear(fit.model, u, y, start, max_nfev=60)
-    return bounded.threshold if bounded is not None else np.nan
+    return _refit(fit.model, np.asarray(fit.params, dtype=float), lower, upper, u, y, 1.0)
 
 
 def on_bound(fit: Fit, u: np.ndarray, y: np.ndarray) -> bool:
@@ -269,149 +347,44 @@ def bootstrap_thresholds(
     fit: Fit, u: np.ndarray, y: np.ndarray, groups: list[np.ndarray], n_boot: int, seed: int
 ) -> np.ndarray:
     """Thresholds (in u) of `fit.model` refitted on bootstrap resamples of scale points and seeds
-    (NaN for a resample with fewer than 3 distinct sizes). All resamples are refitted at once, see
-    `refit_thresholds`."""
+    (NaN for a resample with fewer than 3 distinct sizes), see `refit_thresholds`."""
     return refit_thresholds(fit, u, y, *resample_flat(groups, np.random.default_rng(seed), n_boot))
 
 
-# ---- many refits at once -------------------------------------------------------------------------------
+# ---- bootstrap refits -----------------------------------------------------------------------------------
 #
-# A bootstrap refits one model to hundreds of resamples of one curve. Fitting them one by one spends
-# most of its time in Python calls per function evaluation; here every resample is one row of a
-# (resamples x points) array, and one damped Gauss-Newton (Levenberg-Marquardt) step is a handful of
-# array operations for all rows together. The rules are those of `refit_threshold`: an unbounded
-# Levenberg-Marquardt from the full-data fit first, accepted when it converges with the threshold inside
-# the bounds (a sigmoid's slope must stay >= 0); otherwise a bounded refit (here: the same iteration, each
-# step projected onto the bounds) of at most 60 steps.
+# A bootstrap refits one model to hundreds of resamples of one curve, each on its own with `leastsq`,
+# starting from the full-data fit. A resample enters the fit only through the count and mean of its points
+# at each size (see `boot_rows`), so each refit has one residual per size, whatever the number of seeds.
 
-# From a warm start LM needs ~10 steps; a resample that needs many more is one the model does not fit
-# (fewer sizes than it has parameters, or a gap where the rise is): it goes to the bounded refit, which
-# stops wherever it is after its last step, as `refit_threshold`'s does.
-LM_STEPS = 40
-BOUNDED_STEPS = 30
-_TOL = 1e-7
+# From a warm start Levenberg-Marquardt needs ~5 evaluations. One that needs many more is crawling along a
+# valley of near-equal fits (a resample with no more sizes than the model has parameters, or a step steeper
+# than its sizes can measure): where it stops, its threshold is as good as any other on the valley.
+REFIT_MAXFEV = 40
+BOUNDED_MAXFEV = 30
+REFIT_TOL = 1e-7  # relative change of the parameters and of the residual sum of squares
 
 
-def _predict_rows(model: str, p: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """`predict` for many parameter rows (R x 4) and point rows (R x L) at once."""
-    a, b, c, d = (p[:, i : i + 1] for i in range(4))
-    if model == "sigmoid":
-        return a + (b - a) * expit(c * (u - d))
-    du = u - d
-    return a + b * np.minimum(du, 0.0) + c * np.maximum(du, 0.0)
-
-
-def _jacobian_rows(model: str, p: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """`_jacobian` for many rows, parameters first: R x 4 x L."""
-    a, b, c, d = (p[:, i : i + 1] for i in range(4))
-    du = u - d
-    if model == "sigmoid":
-        s = expit(c * du)
-        ds = s * (1.0 - s) * (b - a)
-        return np.stack([1.0 - s, s, ds * du, -ds * c], axis=1)
-    return np.stack(
-        [np.ones_like(du), np.minimum(du, 0.0), np.maximum(du, 0.0), np.where(du < 0, -b, -c)], axis=1
-    )
-
-
-def _solve(m: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """x with m x = g for many small systems (R x 4 x 4, R x 4)."""
-    try:
-        return np.linalg.solve(m, g[..., None])[..., 0]
-    except np.linalg.LinAlgError:  # a singular system somewhere: least squares for all
-        return np.einsum("rij,rj->ri", np.linalg.pinv(m), g)
-
-
-def _lm_rows(
+def _refit(
     model: str,
-    p0: np.ndarray,
+    start: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
     u: np.ndarray,
     y: np.ndarray,
-    w: np.ndarray,
-    steps: int,
-    lower: np.ndarray | None = None,
-    upper: np.ndarray | None = None,
-    offset: np.ndarray | None = None,
-    tol: float = _TOL,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Levenberg-Marquardt on every row of weighted points at once (sum w^2 (f(u) - y)^2); with bounds,
-    every step is projected onto them. Returns the parameters and which rows converged: the relative
-    decrease of the residual sum of squares (plus `offset`, the part no parameter can change) or the
-    relative step below `tol`. Rows that are done leave the arrays, so late steps cost less."""
-    rows = len(p0)
-    out, converged = p0.copy(), np.zeros(rows, bool)
-    idx = np.arange(rows)
-    p, u, y, w = p0.copy(), np.array(u, dtype=float), np.array(y, dtype=float), np.array(w, dtype=float)
-    lo, hi = (lower, upper) if lower is not None and upper is not None else (None, None)
-    extra = np.zeros(rows) if offset is None else np.asarray(offset, dtype=float)
-    bounded = lo is not None
-    with np.errstate(all="ignore"):
-        resid = w * (_predict_rows(model, p, u) - y)
-        cost = np.sum(resid**2, axis=1)
-        keep = np.isfinite(cost)
-        damping, scale, growth = np.full(rows, 1e-3), np.zeros((rows, 4)), np.full(rows, 2.0)
-        for _ in range(steps):
-            if not keep.all():
-                idx, p, u, y, w, resid, cost = (
-                    idx[keep],
-                    p[keep],
-                    u[keep],
-                    y[keep],
-                    w[keep],
-                    resid[keep],
-                    cost[keep],
-                )
-                damping, scale, extra, growth = damping[keep], scale[keep], extra[keep], growth[keep]
-                if bounded:
-                    lo, hi = lo[keep], hi[keep]
-            if not len(idx):
-                break
-            jac = w[:, None, :] * _jacobian_rows(model, p, u)  # R x 4 x L
-            jtj = jac @ jac.transpose(0, 2, 1)
-            grad = np.einsum("ril,rl->ri", jac, resid)
-            if bounded:
-                # A parameter on a bound that the descent direction pushes outward stays there: it
-                # leaves the step's equations (a projected Newton step on the free parameters).
-                span = hi - lo
-                pinned = ((p <= lo + 1e-10 * span) & (grad > 0)) | ((p >= hi - 1e-10 * span) & (grad < 0))
-                if pinned.any():
-                    free = ~pinned
-                    jtj = jtj * (free[:, :, None] & free[:, None, :]) + np.einsum(
-                        "ri,ij->rij", pinned, np.eye(4)
-                    )
-                    grad = np.where(pinned, 0.0, grad)
-            diag = np.einsum("rii->ri", jtj)
-            scale = np.maximum(scale, diag)  # Marquardt's scaling, never shrinking
-            floor = 1e-12 * scale.max(axis=1, keepdims=True) + 1e-300
-            damped = jtj + np.einsum("ri,ij->rij", damping[:, None] * np.maximum(scale, floor), np.eye(4))
-            trial = p + _solve(damped, -grad)
-            if bounded:
-                trial = np.clip(trial, lo, hi)
-            step = trial - p
-            new_resid = w * (_predict_rows(model, trial, u) - y)
-            new_cost = np.sum(new_resid**2, axis=1)
-            better = np.isfinite(new_cost) & (new_cost <= cost)
-            moved = np.sqrt(np.sum(step**2, axis=1))
-            small_step = ~(moved > tol * (np.sqrt(np.sum(p**2, axis=1)) + tol))  # NaN steps count as small
-            small_gain = better & (cost - new_cost <= tol * (cost + extra))
-            # Nielsen's damping update: the better the quadratic model predicted the gain, the less damping
-            predicted = 2.0 * np.sum(-step * grad, axis=1) - np.sum(
-                step * np.einsum("rij,rj->ri", jtj, step), axis=1
-            )
-            ratio = (cost - new_cost) / np.where(predicted > 0, predicted, np.inf)
-            shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * np.clip(ratio, 0.0, 1.0) - 1.0) ** 3)
-            p = np.where(better[:, None], trial, p)
-            resid = np.where(better[:, None], new_resid, resid)
-            cost = np.where(better, new_cost, cost)
-            damping = np.where(better, np.maximum(damping * shrink, 1e-12), damping * growth)
-            growth = np.where(better, 2.0, growth * 2.0)
-            stuck = damping > 1e16
-            done = small_step | small_gain | (cost == 0.0) | stuck
-            out[idx[done]] = p[done]
-            converged[idx[done & ~stuck]] = True
-            keep = ~done
-        out[idx] = p
-    return out, converged
+    w: np.ndarray | float,
+    extra: float = 0.0,
+) -> float:
+    """The threshold of `model` refitted from `start` (minimising sum w^2 (f(u) - y)^2 + `extra`).
+
+    Unbounded first: from a warm start it converges in a few steps, and it is accepted (converged or out of
+    evaluations) when the threshold stays within its bounds; a sigmoid steeper than K_MAX is accepted: its
+    midpoint still says where the step is. Otherwise the bounded fit decides."""
+    residuals, jacobian = _problem(model, u, y, start, w, extra)
+    p, ier = _leastsq(residuals, jacobian, start, REFIT_TOL, REFIT_MAXFEV)
+    if ier in (*CONVERGED, 5) and (model != "sigmoid" or p[2] >= 0) and lower[3] <= p[3] <= upper[3]:
+        return float(p[3])
+    return float(_bounded_leastsq(residuals, jacobian, start, lower, upper, REFIT_TOL, BOUNDED_MAXFEV)[3])
 
 
 @dataclass
@@ -499,32 +472,17 @@ def stack_rows(parts: list[BootRows]) -> BootRows:
 
 
 def solve_rows(rows: BootRows) -> np.ndarray:
-    """The refitted threshold of every row, by the rules of `refit_threshold`."""
-    found = np.full(len(rows.start), np.nan)
-    if not len(found):
-        return found
-    model, lower, upper = rows.model, rows.lower, rows.upper
-    p, converged = _lm_rows(model, rows.start, rows.u, rows.m, rows.w, LM_STEPS, offset=rows.within)
-    ok = converged & np.all(np.isfinite(p), axis=1) & (lower[:, 3] <= p[:, 3]) & (p[:, 3] <= upper[:, 3])
-    if model == "sigmoid":
-        ok &= p[:, 2] >= 0
-    found[ok] = p[ok, 3]
-    rest = np.flatnonzero(~ok)
-    if rest.size:
-        lo, hi = lower[rest], upper[rest]
-        x0 = np.clip(rows.start[rest], lo, hi)
-        x0 = np.where(x0 <= lo, lo + 1e-9 * (hi - lo), np.where(x0 >= hi, hi - 1e-9 * (hi - lo), x0))
-        u, m, w, within = rows.u[rest], rows.m[rest], rows.w[rest], rows.within[rest]
-        q, _ = _lm_rows(model, x0, u, m, w, BOUNDED_STEPS, lo, hi, within, 1e-8)
-        found[rest] = q[:, 3]
-    return found
+    """The refitted threshold of every row (see `_refit`)."""
+    args = zip(rows.start, rows.lower, rows.upper, rows.u, rows.m, rows.w, rows.within, strict=True)
+    return np.array([_refit(rows.model, *row) for row in args], dtype=float)
 
 
 def refit_thresholds(
     fit: Fit, u: np.ndarray, y: np.ndarray, flat: np.ndarray, lengths: np.ndarray
 ) -> np.ndarray:
     """`refit_threshold(fit, u[idx], y[idx])` for every index array `idx` (concatenated in `flat`, of
-    `lengths`), all at once; NaN where `idx` holds fewer than 3 distinct sizes."""
+    `lengths`), each refitted to the counts and means of its points per size; NaN where `idx` holds fewer
+    than 3 distinct sizes."""
     out = np.full(len(lengths), np.nan)
     rows = boot_rows(fit, u, y, flat, lengths)
     out[rows.slot] = solve_rows(rows)
