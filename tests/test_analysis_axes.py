@@ -3,6 +3,7 @@ and no false `emergent` verdicts on noisy curves without a jump."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -151,22 +152,31 @@ def classification_of(u_sizes: np.ndarray, y: np.ndarray, metric: str, seeds: in
     return result.row["classification"], result.row["reason"]
 
 
-def noisy_curves(kind: str, metric: str, noise: float, slope: float = 0.0) -> list[tuple[str, str]]:
-    """Verdicts of NOISE_DRAWS random curves per number of sizes (fixed seeds), 3 seeds per size, over 3
-    decades: `flat` at chance, or `linear` in log-size, plus Gaussian noise (clipped to [0, 1] for exact
+def drawn_curves(
+    curve: Callable[[np.ndarray, np.random.Generator], np.ndarray], metric: str, draws: int, seed_base: int
+) -> list[tuple[str, str]]:
+    """Verdicts of `draws` random curves per number of sizes (fixed seeds), 3 seeds per size, sizes spread
+    over 3 decades; `curve(u, rng)` gives the observations at log-sizes u (clipped to [0, 1] for exact
     match)."""
     verdicts = []
     for n_sizes in NOISE_SIZES:
         u_sizes = np.linspace(4.0, 7.0, n_sizes)
-        for draw in range(NOISE_DRAWS):
-            rng = np.random.default_rng(10_000 * n_sizes + draw)
-            u = np.repeat(u_sizes, 3)
-            base = 0.25 if metric == "exact_match" else -3.0
-            y = base + (slope * (u - 4.0) if kind == "linear" else 0.0) + rng.normal(0.0, noise, len(u))
+        for draw in range(draws):
+            y = curve(np.repeat(u_sizes, 3), np.random.default_rng(seed_base * n_sizes + draw))
             if metric == "exact_match":
                 y = np.clip(y, 0.0, 1.0)
             verdicts.append(classification_of(u_sizes, y, metric, 3))
     return verdicts
+
+
+def noisy_curves(kind: str, metric: str, noise: float, slope: float = 0.0) -> list[tuple[str, str]]:
+    """`flat` at chance, or `linear` in log-size, plus Gaussian noise."""
+    base = 0.25 if metric == "exact_match" else -3.0
+
+    def curve(u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return base + (slope * (u - 4.0) if kind == "linear" else 0.0) + rng.normal(0.0, noise, len(u))
+
+    return drawn_curves(curve, metric, NOISE_DRAWS, 10_000)
 
 
 @pytest.mark.parametrize(
@@ -192,18 +202,14 @@ def test_noise_without_a_jump_is_never_emergent(kind: str, metric: str, noise: f
 
 
 def jump_curves(draws: int, noise: float) -> list[tuple[str, str]]:
-    """Real jumps: exact match from 0.02 to 0.92, 10% to 90% within 0.6 decades, midpoint drawn inside the
-    sizes, 3 seeds, Gaussian noise; 6 and 8 sizes over 3 decades."""
-    verdicts = []
-    for n_sizes in NOISE_SIZES:
-        u_sizes = np.linspace(4.0, 7.0, n_sizes)
-        for draw in range(draws):
-            rng = np.random.default_rng(20_000 * n_sizes + draw)
-            u = np.repeat(u_sizes, 3)
-            mid = rng.uniform(5.0, 6.0)
-            y = 0.02 + 0.9 * expit((u - mid) * 2.0 * np.log(9.0) / 0.6) + rng.normal(0.0, noise, len(u))
-            verdicts.append(classification_of(u_sizes, np.clip(y, 0.0, 1.0), "exact_match", 3))
-    return verdicts
+    """Real jumps: exact match from 0.02 to 0.92, 10% to 90% within 0.6 decades, the midpoint drawn inside
+    the sizes, plus Gaussian noise."""
+
+    def curve(u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        mid = rng.uniform(5.0, 6.0)
+        return 0.02 + 0.9 * expit((u - mid) * 2.0 * np.log(9.0) / 0.6) + rng.normal(0.0, noise, len(u))
+
+    return drawn_curves(curve, "exact_match", draws, 20_000)
 
 
 def test_hard_noisy_linear_trends_are_rarely_emergent_and_real_jumps_in_that_noise_are_found() -> None:
