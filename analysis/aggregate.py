@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.console import Console
+from emergence_lab.analysis.console import Console
 
 CURVE_KEYS: tuple[str, ...] = ("task", "split", "subtask", "metric")
 RUN_KEYS: tuple[str, ...] = ("run_id", "task", "split", "subtask", "metric")

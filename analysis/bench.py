@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.collect import collect
-from analysis.console import Console
-from analysis.parallel import Workers
-from analysis.pipeline import WARM_UP_ROWS, Options, build, read_results, write_results
-from analysis.synthetic import synthetic_table, write_run_folders
+from emergence_lab.analysis.collect import collect
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.parallel import Workers
+from emergence_lab.analysis.pipeline import WARM_UP_ROWS, Options, build, read_results, write_results
+from emergence_lab.analysis.synthetic import synthetic_table, write_run_folders
 
 COLLECT_LIMIT_S = 10.0
 ANALYZE_LIMIT_S = 30.0

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.fit import Fit
-from analysis.options import Criteria
+from emergence_lab.analysis.fit import Fit
+from emergence_lab.analysis.options import Criteria
 
 SHARP_GRID = 4001
 

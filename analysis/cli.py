@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from analysis.options import (
+from emergence_lab.analysis.options import (
     BY_CHOICES,
     CHECK_HELP,
     CRITERIA_HELP,
@@ -148,13 +148,13 @@ def analyze_main(argv: list[str]) -> int:
         )
     if args.boot < 0 or args.boot_points < 1 or args.holdout < 0:
         return _fail(prog, "--boot must be >= 0, --boot-points >= 1 and --holdout >= 0")
-    from analysis.collect import check_inputs
+    from emergence_lab.analysis.collect import check_inputs
 
     problem = check_inputs(args.inputs)
     if problem:
         return _fail(prog, problem)
-    from analysis.console import Console
-    from analysis.study import OPTION_OF, check_block, read_study
+    from emergence_lab.analysis.console import Console
+    from emergence_lab.analysis.study import OPTION_OF, check_block, read_study
 
     console = Console(quiet=args.quiet)
     block, source = read_study(args.inputs, console)
@@ -172,7 +172,7 @@ def analyze_main(argv: list[str]) -> int:
         return _fail(prog, f"--out {args.out} exists and is not a folder")
     params_map = None
     if args.params_map is not None:
-        from analysis.lm_eval import load_params_map
+        from emergence_lab.analysis.lm_eval import load_params_map
 
         if not args.params_map.is_file():
             return _fail(prog, f"--params-map {args.params_map} not found")
@@ -181,10 +181,10 @@ def analyze_main(argv: list[str]) -> int:
         except ValueError as exc:
             return _fail(prog, str(exc))
 
-    from analysis.aggregate import resolve_by
-    from analysis.collect import collect
-    from analysis.parallel import Workers
-    from analysis.pipeline import WARM_UP_ROWS, Options, build, read_results, write_results
+    from emergence_lab.analysis.aggregate import resolve_by
+    from emergence_lab.analysis.collect import collect
+    from emergence_lab.analysis.parallel import Workers
+    from emergence_lab.analysis.pipeline import WARM_UP_ROWS, Options, build, read_results, write_results
 
     criteria = Criteria(**{k[5:]: v for k, v in vars(args).items() if k.startswith("crit_")})
     check = CheckOptions(**{k[6:]: v for k, v in vars(args).items() if k.startswith("check_")})
@@ -235,7 +235,7 @@ def _log_wandb(args: argparse.Namespace, options, table, out_dir: Path, written:
 
     import pandas as pd
 
-    from analysis.wandb_io import log_analysis, parse_spec
+    from emergence_lab.analysis.wandb_io import log_analysis, parse_spec
 
     group = args.wandb_group
     if group is None:
@@ -276,14 +276,14 @@ def figures_main(argv: list[str]) -> int:
         return _fail(prog, str(exc))
     except SystemExit as exc:
         return int(exc.code or 0)
-    from analysis.pipeline import RESULTS_PARQUET
+    from emergence_lab.analysis.pipeline import RESULTS_PARQUET
 
     parquet = args.dir / RESULTS_PARQUET
     if not parquet.is_file():
         return _fail(prog, f"{parquet} not found (run `emergence analyze ... --out {args.dir}` first)")
-    from analysis.console import Console
-    from analysis.parallel import Workers
-    from analysis.pipeline import WARM_UP_ROWS, build, read_results
+    from emergence_lab.analysis.console import Console
+    from emergence_lab.analysis.parallel import Workers
+    from emergence_lab.analysis.pipeline import WARM_UP_ROWS, build, read_results
 
     with Workers(args.jobs) as workers:
         try:

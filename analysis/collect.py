@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from analysis.console import Console
-from analysis.lm_eval import read_lm_eval
-from analysis.schema import INT_COLUMNS, MIN_COLUMNS, SCHEMA_VERSION, normalise
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.lm_eval import read_lm_eval
+from emergence_lab.analysis.schema import INT_COLUMNS, MIN_COLUMNS, SCHEMA_VERSION, normalise
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
@@ -73,7 +73,7 @@ def is_wandb_spec(spec: str) -> bool:
 
 def check_inputs(inputs: list[str]) -> str | None:
     """The first problem with the inputs, as one line, or None. Cheap: nothing is read."""
-    from analysis.wandb_io import parse_spec
+    from emergence_lab.analysis.wandb_io import parse_spec
 
     if not inputs:
         return "no inputs given"
@@ -100,7 +100,7 @@ def collect(
     tables: list[pa.Table] = []
     for spec in inputs:
         if is_wandb_spec(spec):
-            from analysis.wandb_io import read_wandb
+            from emergence_lab.analysis.wandb_io import read_wandb
 
             frame = read_wandb(spec, console)
             if frame is not None and len(frame):

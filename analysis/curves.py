@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import add_depth, curve_keys
-from analysis.classify import breakthroughness, classify, linearity, noise_se
-from analysis.console import Console
-from analysis.fit import (
+from emergence_lab.analysis.aggregate import add_depth, curve_keys
+from emergence_lab.analysis.classify import breakthroughness, classify, linearity, noise_se
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.fit import (
     MODELS,
     BootRows,
     Fit,
@@ -33,9 +33,9 @@ from analysis.fit import (
     solve_rows,
     stack_rows,
 )
-from analysis.options import Criteria
-from analysis.parallel import Workers
-from analysis.schema import metric_kind, unit_range
+from emergence_lab.analysis.options import Criteria
+from emergence_lab.analysis.parallel import Workers
+from emergence_lab.analysis.schema import metric_kind, unit_range
 
 ROW_ORDER: tuple[str, ...] = (
     "classification",

@@ -28,13 +28,19 @@ import pandas as pd
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from analysis.aggregate import curve_keys
-from analysis.console import Console
-from analysis.curves import CurveResult
-from analysis.options import FIGURE_KINDS
-from analysis.parallel import Workers
-from analysis.schema import CONTINUOUS, DISCONTINUOUS, TRAINING_METRICS, equals, higher_is_better
-from analysis.style import (
+from emergence_lab.analysis.aggregate import curve_keys
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.curves import CurveResult
+from emergence_lab.analysis.options import FIGURE_KINDS
+from emergence_lab.analysis.parallel import Workers
+from emergence_lab.analysis.schema import (
+    CONTINUOUS,
+    DISCONTINUOUS,
+    TRAINING_METRICS,
+    equals,
+    higher_is_better,
+)
+from emergence_lab.analysis.style import (
     PALETTE,
     SEQUENTIAL,
     X_LABELS,
@@ -477,7 +483,7 @@ def _phase_metric(data: FigureData, df: pd.DataFrame) -> str | None:
 
 
 def _final(df: pd.DataFrame) -> pd.DataFrame:
-    from analysis.aggregate import final_rows
+    from emergence_lab.analysis.aggregate import final_rows
 
     return final_rows(df)
 

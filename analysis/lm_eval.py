@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.console import Console
+from emergence_lab.analysis.console import Console
 
 _SIZE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)([kmbt])(?![a-z])", re.IGNORECASE)
 _UNIT = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.aggregate import add_depth, curve_keys
-from analysis.options import CheckOptions
-from analysis.schema import CONTINUOUS, DISCONTINUOUS, equals, unit_range
+from emergence_lab.analysis.aggregate import add_depth, curve_keys
+from emergence_lab.analysis.options import CheckOptions
+from emergence_lab.analysis.schema import CONTINUOUS, DISCONTINUOUS, equals, unit_range
 
 
 def _floor_change(u: np.ndarray, y: np.ndarray, se: float, opts: CheckOptions) -> tuple[float, float]:

@@ -16,14 +16,14 @@ from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from analysis.console import Console
+from emergence_lab.analysis.console import Console
 
 T = TypeVar("T")
 
 
 def _warm(_: int) -> None:
-    import analysis.curves
-    import analysis.figures  # noqa: F401 - the import is the point
+    import emergence_lab.analysis.curves
+    import emergence_lab.analysis.figures  # noqa: F401 - the import is the point
 
 
 def _context() -> BaseContext:
@@ -31,7 +31,7 @@ def _context() -> BaseContext:
     then a cheap fork of it. Plain spawn elsewhere."""
     if "forkserver" in get_all_start_methods():
         context = get_context("forkserver")
-        context.set_forkserver_preload(["analysis.curves", "analysis.figures"])
+        context.set_forkserver_preload(["emergence_lab.analysis.curves", "emergence_lab.analysis.figures"])
         return context
     return get_context("spawn")
 

@@ -19,15 +19,15 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from analysis.aggregate import add_depth, aggregate, observations, resolve_by
-from analysis.console import Console
-from analysis.curves import CurveResult, analyse_curves
-from analysis.figures import FigureData, draw_all
-from analysis.metric_check import metric_check
-from analysis.options import FIGURE_KINDS, CheckOptions, Criteria
-from analysis.parallel import Workers
-from analysis.report import build_blocks, write_report
-from analysis.schema import metric_directions, normalise
+from emergence_lab.analysis.aggregate import add_depth, aggregate, observations, resolve_by
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.curves import CurveResult, analyse_curves
+from emergence_lab.analysis.figures import FigureData, draw_all
+from emergence_lab.analysis.metric_check import metric_check
+from emergence_lab.analysis.options import FIGURE_KINDS, CheckOptions, Criteria
+from emergence_lab.analysis.parallel import Workers
+from emergence_lab.analysis.report import build_blocks, write_report
+from emergence_lab.analysis.schema import metric_directions, normalise
 
 RESULTS_PARQUET = "results.parquet"
 WARM_UP_ROWS = 100_000  # from this many rows on, start worker processes while the table is written

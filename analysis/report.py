@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.options import CRITERIA_HELP, Criteria
+from emergence_lab.analysis.options import CRITERIA_HELP, Criteria
 
 THRESHOLD_COLUMNS = (
     "task",

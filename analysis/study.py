@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from analysis.console import Console
-from analysis.options import BY_CHOICES, FIGURE_KINDS, X_CHOICES
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.options import BY_CHOICES, FIGURE_KINDS, X_CHOICES
 
 MANIFEST = "manifest.json"
 # block key -> the command-line option it is the default of

@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.console import Console
-from analysis.schema import TRAINING_METRICS
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.schema import TRAINING_METRICS
 
 CONFIG_COLUMNS = (
     "run_id",
@@ -124,7 +124,7 @@ def _run_rows(run: Any, console: Console, label: str) -> pd.DataFrame | None:
 def _attached_results(run: Any, console: Console, label: str) -> pd.DataFrame | None:
     """The rows of the run's attached results.jsonl, or None. Its skipped lines are reported on `console`,
     named `<label>, results.jsonl:<line>` (the downloaded copy lives in a folder that is gone afterwards)."""
-    from analysis.collect import RESULTS_FILE, read_results_jsonl
+    from emergence_lab.analysis.collect import RESULTS_FILE, read_results_jsonl
 
     try:
         files = [f for f in run.files(names=[RESULTS_FILE]) if getattr(f, "name", "") == RESULTS_FILE]

@@ -116,7 +116,7 @@ def png_pixels(path: Path) -> np.ndarray:
 
 def small_sweep(root: Path) -> Path:
     """A small synthetic sweep of run folders (one task, two splits, 10 sizes, 2 seeds, 3 evaluations)."""
-    from analysis.synthetic import synthetic_table, write_run_folders
+    from emergence_lab.analysis.synthetic import synthetic_table, write_run_folders
 
     df = synthetic_table(
         widths=(16, 32, 64, 128, 256), depths=(1, 2), seeds=2, steps=(0, 500, 1000), splits=("test", "ood")

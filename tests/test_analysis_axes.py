@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
-from analysis.cli import analyze_main
-from analysis.curves import CurveInput, analyse_curve
-from analysis.options import Criteria
+from emergence_lab.analysis.cli import analyze_main
+from emergence_lab.analysis.curves import CurveInput, analyse_curve
+from emergence_lab.analysis.options import Criteria
 
 # One table, one law: exact match is a sigmoid of log10(training FLOPs) with its midpoint at 10^MID_FLOPS.
 # FLOPs = 6 x n_params x tokens, tokens = TOKENS_PER_STEP x step, n_params = 24 width^2 (depth 2). So at the

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from emergence_lab.analysis.cli import analyze_main, figures_main
+
 from analysis_helpers import (
     curve_table,
     png_pixels,
@@ -21,8 +24,6 @@ from analysis_helpers import (
     write_jsonl,
     write_manifest,
 )
-
-from analysis.cli import analyze_main, figures_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -226,7 +227,7 @@ STUDY = {
 def study_sweep(root: Path, analysis: dict | None = STUDY, name: str = "demo") -> Path:
     """A sweep folder of 60 runs (2 depths x 10 widths x 3 seeds; exact match and token accuracy) with the
     bookkeeping `emergence sweep` leaves: manifest.json with the study's block, run.json, config.yaml."""
-    from analysis.synthetic import write_run_folders
+    from emergence_lab.analysis.synthetic import write_run_folders
 
     em = two_depth_table()
     df = pd.concat([em, em.assign(metric="token_accuracy", value=0.5 + 0.5 * em["value"])], ignore_index=True)

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_helpers import schema_row, write_jsonl
 
-from analysis.aggregate import aggregate, final_rows, observations
-from analysis.collect import collect
-from analysis.console import Console
-from analysis.schema import normalise
+from emergence_lab.analysis.aggregate import aggregate, final_rows, observations
+from emergence_lab.analysis.collect import collect
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.schema import normalise
+
+from analysis_helpers import schema_row, write_jsonl
 
 
 def run_rows(

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_helpers import png_pixels, small_sweep
 
-from analysis.cli import analyze_main, figures_main
+from emergence_lab.analysis.cli import analyze_main, figures_main
+
+from analysis_helpers import png_pixels, small_sweep
 
 KINDS = ("scale", "phase", "training", "artefact", "positions")
 FORMATS = ("png", "pdf", "svg")
@@ -115,13 +116,13 @@ def test_tables_written(analysed: Path) -> None:
 @pytest.mark.slow
 def test_worker_processes_give_the_same_bytes(analysed: Path, tmp_path: Path, monkeypatch) -> None:
     """Curves and figures spread over two spawned processes give exactly what one process gives."""
-    import analysis.curves
-    import analysis.figures
+    import emergence_lab.analysis.curves
+    import emergence_lab.analysis.figures
 
-    monkeypatch.setattr(analysis.curves, "PARALLEL_MIN_CURVES", 2)
-    monkeypatch.setattr(analysis.curves, "PARALLEL_MIN_FITS", 0)
-    monkeypatch.setattr(analysis.curves, "PARALLEL_MIN_ROWS", 0)
-    monkeypatch.setattr(analysis.figures, "PARALLEL_MIN_FIGURES", 2)
+    monkeypatch.setattr(emergence_lab.analysis.curves, "PARALLEL_MIN_CURVES", 2)
+    monkeypatch.setattr(emergence_lab.analysis.curves, "PARALLEL_MIN_FITS", 0)
+    monkeypatch.setattr(emergence_lab.analysis.curves, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(emergence_lab.analysis.figures, "PARALLEL_MIN_FIGURES", 2)
     out = tmp_path / "parallel"
     out.mkdir()
     for name in ("results.parquet", "results.csv"):

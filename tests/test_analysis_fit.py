@@ -6,14 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.optimize
-from analysis_helpers import curve_table, flat, linear, sigmoid, sizes, two_depth_table
 
-import analysis.fit
-from analysis.aggregate import resolve_by
-from analysis.classify import Criteria, breakthroughness, linearity
-from analysis.console import Console
-from analysis.curves import _size_groups
-from analysis.fit import (
+import emergence_lab.analysis.fit
+from emergence_lab.analysis.aggregate import resolve_by
+from emergence_lab.analysis.classify import Criteria, breakthroughness, linearity
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.curves import _size_groups
+from emergence_lab.analysis.fit import (
     best_model,
     fit_all,
     fit_linear,
@@ -22,8 +21,10 @@ from analysis.fit import (
     refit_thresholds,
     resample_flat,
 )
-from analysis.pipeline import Options, analyse
-from analysis.schema import normalise
+from emergence_lab.analysis.pipeline import Options, analyse
+from emergence_lab.analysis.schema import normalise
+
+from analysis_helpers import curve_table, flat, linear, sigmoid, sizes, two_depth_table
 
 
 def thresholds_of(df: pd.DataFrame, n_boot: int = 200, by: str = "auto", **criteria) -> pd.DataFrame:
@@ -200,7 +201,7 @@ def test_every_fit_and_refit_runs_through_scipy(monkeypatch: pytest.MonkeyPatch)
         calls.append(1)
         return scipy.optimize.leastsq(*args, **kwargs)
 
-    monkeypatch.setattr(analysis.fit, "leastsq", counted)
+    monkeypatch.setattr(emergence_lab.analysis.fit, "leastsq", counted)
     df = curve_table(sizes(), sigmoid(0.0, 0.9, 6.0, 8.0), seeds=3, noise=0.03, seed=9)
     u, y = np.log10(df["n_params"].to_numpy(float)), df["value"].to_numpy(float)
     fit = fit_nonlinear("sigmoid", u, y)
@@ -219,10 +220,10 @@ def test_float_and_array_callbacks_agree(model: str, monkeypatch: pytest.MonkeyP
     u, y, w = np.sort(rng.uniform(4, 8, 9)), rng.normal(size=9), rng.uniform(0.5, 2.0, 9)
     start = np.array([0.1, 0.8, 5.0, 6.0])
     p = np.array([0.2, 0.7, 8.0, u[4]])  # the hinge's breakpoint exactly on a size
-    monkeypatch.setattr(analysis.fit, "SHORT_PROBLEM", 1000)
-    floats = [np.asarray(f(p)) for f in analysis.fit._problem(model, u, y, start, w, 0.3)]
-    monkeypatch.setattr(analysis.fit, "SHORT_PROBLEM", 0)
-    arrays = [f(p) for f in analysis.fit._problem(model, u, y, start, w, 0.3)]
+    monkeypatch.setattr(emergence_lab.analysis.fit, "SHORT_PROBLEM", 1000)
+    floats = [np.asarray(f(p)) for f in emergence_lab.analysis.fit._problem(model, u, y, start, w, 0.3)]
+    monkeypatch.setattr(emergence_lab.analysis.fit, "SHORT_PROBLEM", 0)
+    arrays = [f(p) for f in emergence_lab.analysis.fit._problem(model, u, y, start, w, 0.3)]
     for a, b in zip(floats, arrays, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
@@ -234,10 +235,10 @@ def test_refit_of_fewer_sizes_than_parameters_is_well_posed(model: str) -> None:
     u, w = np.array([5.0, 6.0, 7.0]), np.sqrt([3.0, 2.0, 3.0])
     y = np.array([0.05, 0.5, 0.9])
     start = np.array([0.0, 1.0, 4.0, 6.2]) if model == "sigmoid" else np.array([0.05, 0.0, 0.4, 6.2])
-    _, jacobian = analysis.fit._problem(model, u, y, start, w, 0.01)
+    _, jacobian = emergence_lab.analysis.fit._problem(model, u, y, start, w, 0.01)
     assert np.linalg.matrix_rank(np.asarray(jacobian(start))) == 4
     lower, upper = np.array([-1.0, -1.0, 0.0, 4.5]), np.array([2.0, 2.0, 60.0, 7.5])
     if model == "hinge":
         lower, upper = np.array([-1.0, -5.0, -5.0, 5.0]), np.array([2.0, 5.0, 5.0, 7.0])
-    found = {analysis.fit._refit(model, start, lower, upper, u, y, w, 0.01) for _ in range(20)}
+    found = {emergence_lab.analysis.fit._refit(model, start, lower, upper, u, y, w, 0.01) for _ in range(20)}
     assert len(found) == 1 and np.isfinite(found.pop())

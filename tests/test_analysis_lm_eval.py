@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from analysis_helpers import FIXTURES, REFERENCE
 
-from analysis.collect import collect
-from analysis.console import Console
-from analysis.lm_eval import load_params_map, parse_size
-from analysis.pipeline import Options, analyse
-from analysis.schema import metric_directions
+from emergence_lab.analysis.collect import collect
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.lm_eval import load_params_map, parse_size
+from emergence_lab.analysis.pipeline import Options, analyse
+from emergence_lab.analysis.schema import metric_directions
+
+from analysis_helpers import FIXTURES, REFERENCE
 
 V03, V04 = FIXTURES / "lm_eval_v03", FIXTURES / "lm_eval_v04"
 SAMPLE = REFERENCE / "lm-eval-pythia-sample"

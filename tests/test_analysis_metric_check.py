@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_helpers import curve_table, linear, power_law_tokens, sigmoid, sizes
 
-from analysis.console import Console
-from analysis.pipeline import Options, analyse
-from analysis.schema import normalise
+from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.pipeline import Options, analyse
+from emergence_lab.analysis.schema import normalise
+
+from analysis_helpers import curve_table, linear, power_law_tokens, sigmoid, sizes
 
 
 def task_table(

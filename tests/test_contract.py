@@ -3,8 +3,8 @@
 analysis/ may not import emergence_lab (it runs without torch), so each side keeps its own list; this test
 is what keeps the two lists the same."""
 
-from analysis import schema
 from emergence_lab import metrics, results
+from emergence_lab.analysis import schema
 
 
 def test_every_written_column_is_known_and_typed_by_analysis():

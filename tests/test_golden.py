@@ -29,7 +29,7 @@ def test_shipped_studies_keep_their_run_ids(study: str) -> None:
 
 def regenerate(out: Path) -> None:
     """Analyse the fixture table into `out` (the tests compare against the committed copies)."""
-    from analysis.cli import analyze_main
+    from emergence_lab.analysis.cli import analyze_main
 
     code = analyze_main([str(FIXTURES / "verdicts" / "results.csv"), "--out", str(out), *ANALYZE_ARGS])
     assert code == 0

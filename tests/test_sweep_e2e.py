@@ -15,6 +15,11 @@ import signal
 from pathlib import Path
 
 import pytest
+
+from emergence_lab.cli import main as emergence_main
+from emergence_lab.status import status_cli
+from emergence_lab.sweep import cpu_cores, plan_from_cli
+
 from sweep_helpers import (
     EVAL_STEPS,
     MAX_STEPS,
@@ -33,10 +38,6 @@ from sweep_helpers import (
     run_infos,
     start,
 )
-
-from emergence_lab.cli import main as emergence_main
-from emergence_lab.status import status_cli
-from emergence_lab.sweep import cpu_cores, plan_from_cli
 
 pytestmark = pytest.mark.slow
 

@@ -142,6 +142,6 @@ def bench_cli(argv: list[str]) -> int:
         return 2
     if argv[0] == "train":
         return bench_train(argv[1:])
-    from analysis.bench import main as analysis_bench
+    from emergence_lab.analysis.bench import main as analysis_bench
 
     return int(analysis_bench(argv[1:]) or 0)

@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return status_cli(rest)
     if command == "analyze":
-        from analysis.cli import analyze_main
+        from emergence_lab.analysis.cli import analyze_main
 
         return analyze_main(rest)
     if command == "figures":
-        from analysis.cli import figures_main
+        from emergence_lab.analysis.cli import figures_main
 
         return figures_main(rest)
     if command == "bench":

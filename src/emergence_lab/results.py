@@ -129,8 +129,16 @@ def git_state(start: Path | None = None) -> dict[str, Any]:
             timeout=10,
         ).stdout.strip()
         return {"git_sha": sha, "git_dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        return {"git_sha": None, "git_dirty": None}
+    except (OSError, subprocess.SubprocessError):  # not a git checkout (a plain install): the build's commit
+        return {"git_sha": _built_commit(), "git_dirty": None}
+
+
+def _built_commit() -> str:
+    try:
+        from emergence_lab._version import __commit__
+    except ImportError:
+        return "unknown"
+    return str(__commit__ or "unknown")
 
 
 def package_versions() -> dict[str, str | None]:

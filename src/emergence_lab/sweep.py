@@ -168,7 +168,7 @@ def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
 
 def _check_analysis_block(cfg: DictConfig) -> None:
     """A study's `analysis:` block is read only after the sweep; a typo in it fails here, before any job."""
-    from analysis.study import OPTION_OF, check_block
+    from emergence_lab.analysis.study import OPTION_OF, check_block
 
     block = cfg.get("analysis")
     if block is None:

@@ -44,7 +44,15 @@ if TYPE_CHECKING:
 
     from emergence_lab.recorder import RunRecorder
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+def _conf_dir() -> str:
+    """conf/ ships inside the package in a plain install; an editable install reads the repository's."""
+    here = Path(__file__).resolve().parent
+    installed = here / "conf"
+    return str(installed if (installed / "config.yaml").is_file() else here.parents[1] / "conf")
+
+
+CONF_DIR = _conf_dir()
 log = logging.getLogger(__name__)
 # At import, not only in run_cli: joblib and submitit workers unpickle the task function (importing this
 # module) and then resolve `${run_id:}` in their own process.
