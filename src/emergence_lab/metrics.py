@@ -15,16 +15,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-METRICS: tuple[str, ...] = (
-    "exact_match",
-    "token_accuracy",
-    "edit_distance",
-    "answer_logprob",
-    "brier",
-    "loss",
-)
-DISCONTINUOUS: frozenset[str] = frozenset({"exact_match"})
-LOWER_IS_BETTER: frozenset[str] = frozenset({"edit_distance", "brier", "loss"})
+from emergence_lab.contract import TRAINING_METRICS
+
+# Names, kinds and directions are declared once, in the results contract.
+METRICS: tuple[str, ...] = tuple(m.name for m in TRAINING_METRICS)
+DISCONTINUOUS: frozenset[str] = frozenset(m.name for m in TRAINING_METRICS if m.kind == "discontinuous")
+LOWER_IS_BETTER: frozenset[str] = frozenset(m.name for m in TRAINING_METRICS if not m.higher_is_better)
 
 
 def exact_match(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -17,31 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-RESULTS_FILE = "results.jsonl"
-RUN_FILE = "run.json"
+from emergence_lab.contract import COLUMNS, RESULTS_FILE, RUN_FILE, SCHEMA_VERSION
 
-# Columns of every results row, in order. Documented in README.md ("The results table").
-COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "sweep",
-    "task",
-    "subtask",
-    "split",
-    "metric",
-    "value",
-    "step",
-    "tokens",
-    "flops",
-    "seed",
-    "width",
-    "depth",
-    "n_heads",
-    "n_params",
-    "n_params_total",
-    "answer_len",
-    "schema_version",
-)
+__all__ = ["COLUMNS", "RESULTS_FILE", "RUN_FILE", "SCHEMA_VERSION"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
