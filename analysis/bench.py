@@ -21,8 +21,16 @@ import numpy as np
 from emergence_lab.analysis.collect import collect
 from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.parallel import Workers
-from emergence_lab.analysis.pipeline import WARM_UP_ROWS, Options, build, read_results, write_results
+from emergence_lab.analysis.pipeline import (
+    WARM_UP_ROWS,
+    WORKER_MODULES,
+    Options,
+    build,
+    read_results,
+    write_results,
+)
 from emergence_lab.analysis.synthetic import synthetic_table, write_run_folders
+from emergence_lab.contract import RESULTS_FILE
 
 COLLECT_LIMIT_S = 10.0
 ANALYZE_LIMIT_S = 30.0
@@ -40,7 +48,7 @@ def bench_collect(root: Path, runs: int) -> tuple[float, int]:
     )
     folders = write_run_folders(df, root)
     for folder in folders[:: max(1, len(folders) // 10)]:  # crashed runs: a torn last line
-        with open(folder / "results.jsonl", "a") as f:
+        with open(folder / RESULTS_FILE, "a") as f:
             f.write('{"schema_version": 1, "run_id": "torn", "task": "addi')
     console = Console(quiet=True)
     start = time.perf_counter()
@@ -74,7 +82,7 @@ def bench_analyze(
     console = Console(quiet=True)
     start = time.perf_counter()
     # The same steps as analysis.cli.analyze_main, with a clock between them.
-    with Workers(jobs) as workers:
+    with Workers(jobs, WORKER_MODULES) as workers:
         table = collect([str(table_path)], console)
         timings["collect"] = time.perf_counter() - start
         if len(table) >= WARM_UP_ROWS and figures:

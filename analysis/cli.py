@@ -5,7 +5,7 @@ print every path they write. Nothing here imports torch or lightning; wandb only
 `wandb:` input.
 
 `emergence analyze` takes the defaults of `--x`, `--by`, `--metrics`, `--phase-metric` and `--figures` from
-the study's `analysis` block in a sweep folder's manifest.json (see `analysis.study`); options given on the
+the study's `analysis` block in a sweep folder's manifest (see `analysis.study`); options given on the
 command line win. The effective settings are stored with the table, so `emergence figures` redraws the same.
 """
 
@@ -184,7 +184,14 @@ def analyze_main(argv: list[str]) -> int:
     from emergence_lab.analysis.aggregate import resolve_by
     from emergence_lab.analysis.collect import collect
     from emergence_lab.analysis.parallel import Workers
-    from emergence_lab.analysis.pipeline import WARM_UP_ROWS, Options, build, read_results, write_results
+    from emergence_lab.analysis.pipeline import (
+        WARM_UP_ROWS,
+        WORKER_MODULES,
+        Options,
+        build,
+        read_results,
+        write_results,
+    )
 
     criteria = Criteria(**{k[5:]: v for k, v in vars(args).items() if k.startswith("crit_")})
     check = CheckOptions(**{k[6:]: v for k, v in vars(args).items() if k.startswith("check_")})
@@ -209,7 +216,7 @@ def analyze_main(argv: list[str]) -> int:
         metrics=tuple(dict.fromkeys(settings["metrics"])) if settings["metrics"] else None,
         study=str(source) if source is not None else None,
     )
-    with Workers(args.jobs) as workers:
+    with Workers(args.jobs, WORKER_MODULES) as workers:
         if len(table) >= WARM_UP_ROWS and not args.no_figures:
             workers.warm_up()  # their imports overlap writing and re-reading the table
         paths = write_results(table, args.out, options, list(console.warnings))
@@ -283,9 +290,9 @@ def figures_main(argv: list[str]) -> int:
         return _fail(prog, f"{parquet} not found (run `emergence analyze ... --out {args.dir}` first)")
     from emergence_lab.analysis.console import Console
     from emergence_lab.analysis.parallel import Workers
-    from emergence_lab.analysis.pipeline import WARM_UP_ROWS, build, read_results
+    from emergence_lab.analysis.pipeline import WARM_UP_ROWS, WORKER_MODULES, build, read_results
 
-    with Workers(args.jobs) as workers:
+    with Workers(args.jobs, WORKER_MODULES) as workers:
         try:
             if parquet.stat().st_size > WARM_UP_ROWS * 10:  # roughly WARM_UP_ROWS rows
                 workers.warm_up()

@@ -3,35 +3,29 @@
 Inputs may be mixed freely: run folders and sweep folders (searched recursively for `results.jsonl`,
 and for lm-evaluation-harness `*.json`), CSV/Parquet tables in the results schema, single lm-eval JSON
 files, and `wandb:<entity>/<project>[/<group>]` specs. A malformed file or line is skipped with a warning
-that names it; it never stops the collection. A sweep's own bookkeeping (`manifest.json`, each run's
+that names it; it never stops the collection. A sweep's own bookkeeping (its manifest, each run's
 `run.json`, `config.yaml`, `.hydra/`, `.submitit/`, `wandb/`, `checkpoints/`) is not an input and is
-skipped silently.
+skipped silently. (File names come from the results contract, `emergence_lab.contract`.)
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pa_json
 
 from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.jsonl import read_results_jsonl, warn_lines
 from emergence_lab.analysis.lm_eval import read_lm_eval
-from emergence_lab.analysis.schema import INT_COLUMNS, MIN_COLUMNS, SCHEMA_VERSION, normalise
+from emergence_lab.analysis.schema import MIN_COLUMNS, normalise
+from emergence_lab.contract import MANIFEST_FILE, RESULTS_FILE, RUN_FILE
 
-RESULTS_FILE = "results.jsonl"
-RUN_FILE = "run.json"
-MANIFEST_FILE = "manifest.json"
 # A sweep's and its runs' own bookkeeping: never an input, skipped without a word. (Folders whose name
 # starts with a dot, such as `.hydra/` and `.submitit/`, are skipped too.)
 BOOKKEEPING_FILES = frozenset({RUN_FILE, MANIFEST_FILE})
@@ -39,32 +33,6 @@ SKIP_DIRS = frozenset(
     {"wandb", "__pycache__", "checkpoints", "lightning_logs", "node_modules", ".hydra", ".submitit"}
 )
 TABLE_SUFFIXES = frozenset({".csv", ".parquet", ".pq"})
-MAX_LINE_WARNINGS = 5
-
-_STR = pa.string()
-JSONL_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int64()),
-        ("run_id", _STR),
-        ("sweep", _STR),
-        ("task", _STR),
-        ("subtask", _STR),
-        ("split", _STR),
-        ("metric", _STR),
-        ("value", pa.float64()),
-        ("step", pa.int64()),
-        ("tokens", pa.int64()),
-        ("flops", pa.float64()),
-        ("seed", pa.int64()),
-        ("width", pa.int64()),
-        ("depth", pa.int64()),
-        ("n_heads", pa.int64()),
-        ("n_params", pa.int64()),
-        ("n_params_total", pa.int64()),
-        ("answer_len", pa.int64()),
-    ]
-)
-_PARSE = pa_json.ParseOptions(explicit_schema=JSONL_SCHEMA, unexpected_field_behavior="ignore")
 
 
 def is_wandb_spec(spec: str) -> bool:
@@ -170,111 +138,6 @@ def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
     return run_files, json_files
 
 
-# ---- results.jsonl ---------------------------------------------------------------------------------
-
-
-def read_results_jsonl(path: Path, console: Console) -> pa.Table | None:
-    """One run's rows. A fast Arrow parse when the file is clean; line by line (with warnings) otherwise."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        console.warn(f"{path}: skipped, cannot read ({exc})")
-        return None
-    table = None
-    if data.strip():
-        try:
-            table = pa_json.read_json(io.BytesIO(data), parse_options=_PARSE)
-        except pa.ArrowInvalid:
-            table = None
-        if table is not None and not _clean(table):
-            table = None
-        if table is None:
-            table = _read_lines(path, data, console)
-    if table is None or table.num_rows == 0:
-        console.warn(f"{path}: no valid rows")
-        return None
-    status = _run_status(path.parent)
-    table = table.append_column("status", pa.array(np.full(table.num_rows, status, dtype=object), _STR))
-    if table.column("run_id").null_count:
-        fill = pc.fill_null(table.column("run_id"), path.parent.name)
-        table = table.set_column(table.schema.get_field_index("run_id"), "run_id", fill)
-    return table
-
-
-def _clean(table: pa.Table) -> bool:
-    for col in ("task", "metric", "value"):
-        if table.column(col).null_count:
-            return False
-    versions = table.column("schema_version")
-    if versions.null_count == table.num_rows:
-        return True
-    return bool(pc.all(pc.equal(versions, SCHEMA_VERSION)).as_py())
-
-
-def _read_lines(path: Path, data: bytes, console: Console) -> pa.Table:
-    rows: list[dict[str, Any]] = []
-    bad: list[str] = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            bad.append(f"{path}:{number}: skipped malformed line ({exc.msg})")
-            continue
-        row, problem = _validate_row(obj)
-        if problem:
-            bad.append(f"{path}:{number}: skipped malformed line ({problem})")
-        else:
-            rows.append(row)
-    _warn_lines(path, bad, console)
-    return pa.Table.from_pylist(rows, schema=JSONL_SCHEMA)
-
-
-def _warn_lines(path: Path, messages: list[str], console: Console) -> None:
-    """The first few skipped lines one by one, then how many more."""
-    for message in messages[:MAX_LINE_WARNINGS]:
-        console.warn(message)
-    if len(messages) > MAX_LINE_WARNINGS:
-        console.warn(f"{path}: {len(messages) - MAX_LINE_WARNINGS} more malformed lines skipped")
-
-
-def _validate_row(obj: Any) -> tuple[dict[str, Any], str | None]:
-    if not isinstance(obj, dict):
-        return {}, "not a JSON object"
-    version = obj.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        return {}, f"unsupported schema_version {version!r}"
-    row: dict[str, Any] = {}
-    for field in JSONL_SCHEMA:
-        value = obj.get(field.name)
-        if value is None:
-            if field.name in MIN_COLUMNS:
-                return {}, f"missing {field.name}"
-            row[field.name] = None
-        elif pa.types.is_string(field.type):
-            if not isinstance(value, str | int) or isinstance(value, bool):
-                return {}, f"{field.name} is not a string"
-            row[field.name] = str(value)
-        else:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                return {}, f"{field.name} is not a number"
-            if field.name in INT_COLUMNS:
-                if not math.isfinite(value) or value != int(value):
-                    return {}, f"{field.name} is not an integer"
-                value = int(value)
-            row[field.name] = value
-    return row, None
-
-
-def _run_status(run_dir: Path) -> str:
-    try:
-        info = json.loads((run_dir / RUN_FILE).read_text())
-        return str(info.get("status") or "unknown")
-    except (OSError, ValueError, AttributeError):
-        return "unknown"
-
-
 # ---- CSV / Parquet -----------------------------------------------------------------------------------
 
 
@@ -355,7 +218,7 @@ def _read_csv(path: Path, console: Console) -> tuple[pd.DataFrame, list[int] | N
     except (pd.errors.ParserError, pd.errors.ParserWarning):
         pass
     text, lines, problems = _scan_csv(path)
-    _warn_lines(path, problems, console)
+    warn_lines(path, problems, console)
     return pd.read_csv(io.StringIO(text), index_col=False), lines
 
 

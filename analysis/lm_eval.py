@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from emergence_lab.analysis.console import Console
+from emergence_lab.contract import SCHEMA_VERSION
 
 _SIZE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)([kmbt])(?![a-z])", re.IGNORECASE)
 _UNIT = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
@@ -125,7 +126,7 @@ def read_lm_eval(
         console.warn(f"{path}: skipped, no numeric results")
         return None
     df = pd.DataFrame(rows)
-    df["schema_version"] = 1
+    df["schema_version"] = SCHEMA_VERSION
     df["run_id"] = f"{model}@{revision}" if revision else model
     df["sweep"] = path.parent.name
     df["subtask"] = "all"

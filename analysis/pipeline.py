@@ -31,6 +31,8 @@ from emergence_lab.analysis.schema import metric_directions, normalise
 
 RESULTS_PARQUET = "results.parquet"
 WARM_UP_ROWS = 100_000  # from this many rows on, start worker processes while the table is written
+# What the worker processes run: the curve fits and the figures.
+WORKER_MODULES = ("emergence_lab.analysis.curves", "emergence_lab.analysis.figures")
 RESULTS_CSV = "results.csv"
 META_KEY = b"emergence_analysis"
 
@@ -52,7 +54,7 @@ class Options:
     by: str = "auto"  # none | depth, or auto (resolved against the table)
     figures: tuple[str, ...] = FIGURE_KINDS  # the kinds of figure drawn
     metrics: tuple[str, ...] | None = None  # the scale figure's panels (None: every metric)
-    study: str | None = None  # the manifest.json whose analysis block gave defaults
+    study: str | None = None  # the sweep manifest whose analysis block gave defaults
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

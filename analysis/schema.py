@@ -1,8 +1,7 @@
-"""The tidy results table: its columns, their types, and what each metric means (direction, kind, range).
+"""The tidy results table in pandas: canonical dtypes, fast masks, and what each metric means.
 
-The table is the contract with training (schema_version 1, see `src/emergence_lab/results.py`); the
-importers of CSV/Parquet, wandb and lm-evaluation-harness files produce the same columns, plus a few
-of their own (`stderr`, `model`, `n_params_nominal`, `higher_is_better`, `source`, `status`).
+Columns, their types, the schema version, metric names, directions, kinds and ranges are the results contract
+(`emergence_lab.contract`), shared with training; this module only applies them to pandas frames.
 """
 
 from __future__ import annotations
@@ -10,131 +9,78 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SCHEMA_VERSION = 1
+from emergence_lab import contract
+from emergence_lab.contract import MIN_COLUMNS, SCHEMA_VERSION, TABLE_ORDER, base_metric
 
-STRING_COLUMNS: tuple[str, ...] = ("run_id", "sweep", "task", "subtask", "split", "metric", "model", "status")
-INT_COLUMNS: tuple[str, ...] = (
-    "schema_version",
-    "step",
-    "tokens",
-    "seed",
-    "width",
-    "depth",
-    "n_heads",
-    "n_params",
-    "n_params_total",
-    "answer_len",
-)
-FLOAT_COLUMNS: tuple[str, ...] = ("value", "flops", "stderr")
-BOOL_COLUMNS: tuple[str, ...] = ("n_params_nominal", "higher_is_better")
-COLUMN_ORDER: tuple[str, ...] = (
-    "schema_version",
-    "run_id",
-    "sweep",
-    "task",
-    "subtask",
-    "split",
-    "metric",
-    "value",
-    "stderr",
-    "step",
-    "tokens",
-    "flops",
-    "seed",
-    "width",
-    "depth",
-    "n_heads",
-    "n_params",
-    "n_params_total",
-    "n_params_nominal",
-    "answer_len",
-    "model",
+__all__ = [
+    "CONTINUOUS",
+    "DISCONTINUOUS",
+    "MIN_COLUMNS",
+    "SCHEMA_VERSION",
+    "TABLE_ORDER",
+    "TRAINING_METRICS",
+    "as_category",
+    "base_metric",
+    "equals",
     "higher_is_better",
-    "status",
-    "source",
+    "metric_directions",
+    "metric_kind",
+    "normalise",
+    "unit_range",
+]
+
+TRAINING_METRICS: tuple[str, ...] = contract.TRAINING_METRIC_NAMES
+# The all-or-nothing metric that the metric check and the figures set against the continuous ones.
+(DISCONTINUOUS,) = (m.name for m in contract.TRAINING_METRICS if m.kind == "discontinuous")
+# The continuous metrics of the answer, in the contract's order (the metric check prefers the first). The
+# training loss is left out: it measures the whole sequence, not the answer.
+CONTINUOUS: tuple[str, ...] = tuple(
+    m.name for m in contract.TRAINING_METRICS if m.kind == "continuous" and m.name != "loss"
 )
 
-# A CSV/Parquet input needs these plus its scale column; everything else is optional.
-MIN_COLUMNS: tuple[str, ...] = ("task", "metric", "value")
-
-DISCONTINUOUS = "exact_match"
-CONTINUOUS: tuple[str, ...] = ("token_accuracy", "edit_distance", "answer_logprob", "brier")
-TRAINING_METRICS: tuple[str, ...] = (DISCONTINUOUS, *CONTINUOUS, "loss")
-
-# Direction of every metric we know; anything else is assumed higher-is-better unless the input says.
-LOWER_IS_BETTER: frozenset[str] = frozenset(
-    {
-        "edit_distance",
-        "brier",
-        "loss",
-        "perplexity",
-        "ppl",
-        "word_perplexity",
-        "byte_perplexity",
-        "bits_per_byte",
-        "likelihood_difference",
-        "pct_stereotype",
-        "ter",
-    }
-)
-# Metrics that live in [0, 1]; their "range" for the rise criterion is 1. Others use the observed range.
-UNIT_RANGE: frozenset[str] = frozenset(
-    {
-        "exact_match",
-        "token_accuracy",
-        "edit_distance",
-        "brier",
-        "acc",
-        "acc_norm",
-        "mc1",
-        "mc2",
-        "f1",
-        "em",
-        "pct_stereotype",
-        "contains",
-    }
-)
-
-
-def base_metric(metric: str) -> str:
-    """lm-eval v0.4 names carry a filter suffix ("exact_match,strict-match"); the metric is before it."""
-    return metric.split(",", 1)[0]
+_CASTS = {kind: frozenset(contract.columns_of_type(kind)) for kind in ("str", "int", "float", "bool")}
 
 
 def higher_is_better(metric: str) -> bool:
-    return base_metric(metric) not in LOWER_IS_BETTER
+    """The contract's direction; a metric it does not know is taken as higher-is-better."""
+    known = contract.metric(metric)
+    return True if known is None else known.higher_is_better
 
 
 def metric_kind(metric: str) -> str:
     """`discontinuous` for exact match (all-or-nothing per example), `continuous` for the rest."""
-    return "discontinuous" if base_metric(metric) in ("exact_match", "em") else "continuous"
+    known = contract.metric(metric)
+    return "continuous" if known is None else known.kind
 
 
 def unit_range(metric: str) -> float | None:
-    return 1.0 if base_metric(metric) in UNIT_RANGE else None
+    """The metric's declared range (upper - lower; 1 for a metric in [0, 1]), or None for an unbounded or
+    unknown metric, whose rise is then measured against its observed range."""
+    known = contract.metric(metric)
+    return None if known is None else known.range
 
 
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
-    """Give every known column its canonical dtype and order; unknown columns are kept at the end.
+    """Give every known column its contract type and the table's order; unknown columns are kept at the end.
 
     Strings become categoricals with sorted categories (fast group-bys, and a deterministic order);
     integers become nullable Int64 so a missing step or seed stays missing instead of turning into 0.
     """
     out = pd.DataFrame(index=pd.RangeIndex(len(df)))
     src = df.reset_index(drop=True)
-    for col in COLUMN_ORDER:
+    for col in TABLE_ORDER:
         if col not in src.columns:
             continue
         s = src[col]
-        if col in STRING_COLUMNS or col == "source":
+        if col in _CASTS["str"]:
             out[col] = as_category(s)
-        elif col in INT_COLUMNS:
+        elif col in _CASTS["int"]:
             num = pd.to_numeric(s, errors="coerce").astype("float64")
             num = num.where(np.isfinite(num))
             out[col] = num.round().astype("Int64")
-        elif col in FLOAT_COLUMNS:
+        elif col in _CASTS["float"]:
             out[col] = pd.to_numeric(s, errors="coerce").astype("float64")
-        elif col in BOOL_COLUMNS:
+        elif col in _CASTS["bool"]:
             out[col] = s.astype("boolean")
     for col in src.columns:
         if col not in out.columns:
@@ -167,7 +113,7 @@ def equals(s: pd.Series, value: object) -> np.ndarray:
 
 
 def metric_directions(df: pd.DataFrame) -> dict[str, bool]:
-    """metric -> higher_is_better, preferring what the input file said (lm-eval v0.4) over our table."""
+    """metric -> higher_is_better, preferring what the input file said (lm-eval v0.4) over the contract."""
     out = {str(m): higher_is_better(str(m)) for m in df["metric"].dropna().unique()}
     if "higher_is_better" in df.columns:
         given = df.dropna(subset=["higher_is_better"]).drop_duplicates("metric")

@@ -1,6 +1,7 @@
 """The study's `analysis` block: what a sweep's author wants `emergence analyze` to draw.
 
-A sweep folder's `manifest.json` (written by `emergence sweep`, read here as plain JSON) may carry
+A sweep folder's manifest (the contract's MANIFEST_FILE, written by `emergence sweep`, read here as plain
+JSON) may carry
 
     "analysis": {"x": "n_params", "by": "depth", "metrics": [...], "heatmap_metric": "exact_match",
                  "figures": ["scale", "phase", "training", "artefact", "positions"]}
@@ -19,8 +20,8 @@ from typing import Any
 
 from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.options import BY_CHOICES, FIGURE_KINDS, X_CHOICES
+from emergence_lab.contract import MANIFEST_FILE
 
-MANIFEST = "manifest.json"
 # block key -> the command-line option it is the default of
 OPTION_OF: dict[str, str] = {
     "x": "--x",
@@ -33,23 +34,23 @@ LIST_KEYS = frozenset({"metrics", "figures"})
 
 
 def find_manifests(inputs: list[str]) -> list[Path]:
-    """manifest.json files of the input folders (or of their subfolders, for a folder of sweeps)."""
+    """The manifest files of the input folders (or of their subfolders, for a folder of sweeps)."""
     found: list[Path] = []
     for spec in inputs:
         if spec.startswith("wandb:"):
             continue
         path = Path(spec)
-        if path.is_file() and path.name == MANIFEST:
+        if path.is_file() and path.name == MANIFEST_FILE:
             found.append(path)
         elif path.is_dir():
-            if (path / MANIFEST).is_file():
-                found.append(path / MANIFEST)
+            if (path / MANIFEST_FILE).is_file():
+                found.append(path / MANIFEST_FILE)
                 continue
             try:
                 children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
             except OSError:
                 continue
-            found.extend(c / MANIFEST for c in children if (c / MANIFEST).is_file())
+            found.extend(c / MANIFEST_FILE for c in children if (c / MANIFEST_FILE).is_file())
     return list(dict.fromkeys(found))
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from emergence_lab.contract import RESULTS_FILE, RUN_FILE, SCHEMA_VERSION
+
 
 def synthetic_table(
     tasks: tuple[str, ...] = ("addition",),
@@ -26,7 +28,7 @@ def synthetic_table(
     noise: float = 0.02,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """A tidy results table (every column of schema_version 1), vectorised: one row per measurement."""
+    """A tidy results table (every column training writes), vectorised: one row per measurement."""
     rng = np.random.default_rng(seed)
     w, d, s, t = np.meshgrid(
         np.array(widths), np.array(depths), np.arange(seeds), np.array(steps), indexing="ij"
@@ -75,7 +77,7 @@ def synthetic_table(
                     )
                 )
     df = pd.concat(frames, ignore_index=True)
-    df["schema_version"] = 1
+    df["schema_version"] = SCHEMA_VERSION
     df["run_id"] = (
         df["task"]
         + "-w"
@@ -102,8 +104,8 @@ def write_run_folders(df: pd.DataFrame, root: Path) -> list[Path]:
         folder = root / str(run_id)
         folder.mkdir(parents=True, exist_ok=True)
         records = rows[columns].to_dict("records")
-        (folder / "results.jsonl").write_text("".join(json.dumps(_plain(r)) + "\n" for r in records))
-        (folder / "run.json").write_text(
+        (folder / RESULTS_FILE).write_text("".join(json.dumps(_plain(r)) + "\n" for r in records))
+        (folder / RUN_FILE).write_text(
             json.dumps({"run_id": str(run_id), "status": "completed", "reason": None})
         )
         folders.append(folder)

@@ -2,9 +2,13 @@
 
 `wandb` is imported only here and only when used, so the rest of the package runs without it.
 
-Reading prefers a `results.jsonl` file attached to the run (the exact contract); otherwise it rebuilds the
-rows from the run history, whose keys the training logger writes as `<split>/<metric>/<subtask>` at step
-`trainer/global_step`, with task, seed, width, depth, n_params ... taken from the run config.
+Reading takes the run's attached `results.jsonl` (the contract's RESULTS_FILE, every row exactly as
+training wrote it) as the source, and reads it as a run folder's file is read.
+
+Fallback, for a run with no attached file (older runs, or runs whose upload failed): the rows are rebuilt
+from the run history, whose keys the training logger writes as `<split>/<metric>/<subtask>` at step
+`trainer/global_step`, with task, seed, width, depth, n_params ... taken from the run config. Only the
+contract's training metrics are read this way, and what the logger does not log (answer_len) stays missing.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any
 import pandas as pd
 
 from emergence_lab.analysis.console import Console
-from emergence_lab.analysis.schema import TRAINING_METRICS
+from emergence_lab.analysis.jsonl import read_results_jsonl
+from emergence_lab.contract import RESULTS_FILE, SCHEMA_VERSION, TRAINING_METRIC_NAMES
 
 CONFIG_COLUMNS = (
     "run_id",
@@ -83,6 +88,12 @@ def _run_rows(run: Any, console: Console, label: str) -> pd.DataFrame | None:
     if attached is not None:
         attached["status"] = status
         return attached
+    return _history_rows(run, status)
+
+
+def _history_rows(run: Any, status: str) -> pd.DataFrame | None:
+    """The documented fallback for a run without an attached results file: its rows rebuilt from the
+    logger's history keys and the run config."""
     config = _config(run)
     static = {c: config.get(c) for c in CONFIG_COLUMNS}
     static["run_id"] = static["run_id"] or getattr(run, "name", None) or getattr(run, "id", None)
@@ -94,7 +105,7 @@ def _run_rows(run: Any, console: Console, label: str) -> pd.DataFrame | None:
         step = entry.get("trainer/global_step", entry.get("_step"))
         for key, value in entry.items():
             parts = str(key).split("/")
-            if len(parts) != 3 or parts[1] not in TRAINING_METRICS:
+            if len(parts) != 3 or parts[1] not in TRAINING_METRIC_NAMES:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
@@ -112,7 +123,7 @@ def _run_rows(run: Any, console: Console, label: str) -> pd.DataFrame | None:
     df = pd.DataFrame(rows)
     for col, value in static.items():
         df[col] = value
-    df["schema_version"] = 1
+    df["schema_version"] = SCHEMA_VERSION
     df["status"] = status
     if tokens_per_step is not None:
         df["tokens"] = df["step"] * tokens_per_step
@@ -124,8 +135,6 @@ def _run_rows(run: Any, console: Console, label: str) -> pd.DataFrame | None:
 def _attached_results(run: Any, console: Console, label: str) -> pd.DataFrame | None:
     """The rows of the run's attached results.jsonl, or None. Its skipped lines are reported on `console`,
     named `<label>, results.jsonl:<line>` (the downloaded copy lives in a folder that is gone afterwards)."""
-    from emergence_lab.analysis.collect import RESULTS_FILE, read_results_jsonl
-
     try:
         files = [f for f in run.files(names=[RESULTS_FILE]) if getattr(f, "name", "") == RESULTS_FILE]
     except Exception:

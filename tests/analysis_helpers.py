@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from emergence_lab.contract import MANIFEST_FILE, SCHEMA_VERSION
+
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
 
@@ -85,7 +87,7 @@ def write_jsonl(path: Path, rows: list[dict], extra_lines: list[str] = ()) -> Pa
 
 def schema_row(**overrides) -> dict:
     row = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "run_id": "r1",
         "sweep": "s",
         "task": "addition",
@@ -156,9 +158,9 @@ def two_depth_table(u0: float = 5.5, seeds: int = 3, noise: float = 0.02, seed: 
 
 
 def write_manifest(sweep: Path, analysis: dict | None, name: str = "demo") -> Path:
-    """A sweep folder's manifest.json as `emergence sweep` writes it (runs listed, study block)."""
+    """A sweep folder's manifest as `emergence sweep` writes it (runs listed, study block)."""
     sweep.mkdir(parents=True, exist_ok=True)
     doc = {"sweep": name, "analysis": analysis or {}, "runs": [{"run_id": "r1", "width": 8, "depth": 1}]}
-    path = sweep / "manifest.json"
+    path = sweep / MANIFEST_FILE
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path

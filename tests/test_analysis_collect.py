@@ -16,6 +16,7 @@ from emergence_lab.analysis.aggregate import aggregate, final_rows, observations
 from emergence_lab.analysis.collect import collect
 from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.schema import normalise
+from emergence_lab.contract import RESULTS_FILE, SCHEMA_VERSION
 
 from analysis_helpers import schema_row, write_jsonl
 
@@ -361,3 +362,31 @@ def test_wandb_attached_results_report_their_skipped_lines(monkeypatch: pytest.M
     assert console.warnings[0].startswith(
         "wandb:me/proj/demo: run r, results.jsonl:2: skipped malformed line ("
     )
+
+
+def test_wandb_attached_results_are_the_source_and_history_only_a_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run with an attached results.jsonl is read from it alone (every contract column, exactly as
+    training wrote it); its logged history is ignored. A run without one falls back to the logger's keys."""
+    history = [{"trainer/global_step": 10, "test/exact_match/all": 0.9, "test/brier/all": 0.2}]
+    rows = [schema_row(run_id="both", step=100, value=0.25), schema_row(run_id="both", step=200, value=0.5)]
+    attached = FakeFile(RESULTS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
+    config = {"task": "addition", "sweep": "demo", "seed": 0, "width": 64, "depth": 2}
+    runs = [
+        FakeRun("both", {**config, "run_id": "both"}, history, files=[attached]),
+        FakeRun("logged", {**config, "run_id": "logged", "tokens_per_step": 8}, history),
+    ]
+    fake = types.ModuleType("wandb")
+    fake.Api = lambda: FakeApi(runs)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    console = Console(quiet=True)
+    df = collect(["wandb:me/proj/demo"], console)
+    assert console.warnings == []
+    both = df.loc[df["run_id"].astype(str) == "both"]
+    assert both["step"].tolist() == [100, 200] and both["value"].tolist() == [0.25, 0.5]
+    assert both["answer_len"].tolist() == [4, 4] and both["n_params"].tolist() == [98304, 98304]
+    logged = df.loc[df["run_id"].astype(str) == "logged"].sort_values("metric")
+    assert logged["metric"].astype(str).tolist() == ["brier", "exact_match"]
+    assert logged["value"].tolist() == [0.2, 0.9] and logged["tokens"].tolist() == [80, 80]
+    assert logged["answer_len"].isna().all() and set(logged["schema_version"]) == {SCHEMA_VERSION}
