@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -22,16 +23,13 @@ from emergence_lab.analysis.classify import breakthroughness, classify, linearit
 from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.fit import (
     MODELS,
-    BootRows,
     Fit,
     best_model,
-    boot_rows,
     bootstrap_thresholds,
     fit_all,
     on_bound,
+    refit_thresholds,
     resample_flat,
-    solve_rows,
-    stack_rows,
 )
 from emergence_lab.analysis.options import Criteria
 from emergence_lab.analysis.parallel import Workers
@@ -271,40 +269,55 @@ def analyse_curves(
     return add_depth(table), results
 
 
+@dataclass(frozen=True)
+class Refits:
+    """Resamples `first`, `first` + 1, ... of one curve's bootstrap, for one worker: the curve's points `u`,
+    `y` (oriented), its resamples' indices `flat` (of `lengths`) and the fit they start from."""
+
+    curve: int
+    first: int
+    fit: Fit
+    u: np.ndarray
+    y: np.ndarray
+    flat: np.ndarray
+    lengths: np.ndarray
+
+
+def refit_part(part: Refits) -> np.ndarray:
+    return refit_thresholds(part.fit, part.u, part.y, part.flat, part.lengths)
+
+
 def _bootstrap(
     items: list[CurveInput], results: list[CurveResult], n_boot: int, seed: int, workers: Workers
 ) -> None:
-    """Every pending threshold bootstrap: all curves' resamples in one block per model, split over the
-    workers. Each curve's resamples are seeded from its key and each is refitted on its own (one scipy fit
-    per resample), so the result does not depend on the grouping or the workers."""
-    by_model: dict[str, list[BootRows]] = {}
-    for i, (item, result) in enumerate(zip(items, results, strict=True)):
-        if result.pending is None:
-            continue
-        _, groups = _size_groups(item.u)
-        rng = np.random.default_rng(curve_seed(item.key, seed))
-        flat, lengths = resample_flat(groups, rng, n_boot)
-        part = boot_rows(result.pending, item.u, result.sign * item.y, flat, lengths, i)
-        by_model.setdefault(part.model, []).append(part)
-    boots = {i: np.full(n_boot, np.nan) for i, r in enumerate(results) if r.pending is not None}
-    stacks = [stack_rows(parts) for parts in by_model.values()]
-    total = sum(len(rows.start) for rows in stacks)
+    """Every pending threshold bootstrap, split over the workers. Each curve's resamples are seeded from its
+    key and each is refitted on its own (one scipy fit per resample), so the result does not depend on the
+    split or the workers."""
+    pending = [i for i, r in enumerate(results) if r.pending is not None]
+    total = len(pending) * n_boot
     parallel = total >= PARALLEL_MIN_ROWS or (workers.started and total >= PARALLEL_WARM_ROWS)
-    # Several chunks per process: rows differ in cost, and the processes should finish together.
-    chunks = [c for rows in stacks for c in _chunks(rows, 4 * workers.jobs if parallel else 1)]
-    found_all = workers.map(solve_rows, chunks, 2 if parallel else len(chunks) + 1)
-    for chunk, found in zip(chunks, found_all, strict=True):
-        for i in np.unique(chunk.curve):
-            mine = chunk.curve == i
-            boots[int(i)][chunk.slot[mine]] = found[mine]
+    # Several parts per process: curves differ in cost, and the processes should finish together.
+    pieces = math.ceil(4 * workers.jobs / len(pending)) if parallel and pending else 1
+    parts = []
+    for i in pending:
+        item, fit = items[i], results[i].pending
+        assert fit is not None
+        _, groups = _size_groups(item.u)
+        flat, lengths = resample_flat(groups, np.random.default_rng(curve_seed(item.key, seed)), n_boot)
+        ends = np.concatenate([[0], np.cumsum(lengths)])
+        y = results[i].sign * item.y
+        for first, stop in _ranges(n_boot, pieces):
+            part = flat[ends[first] : ends[stop]]
+            parts.append(Refits(i, first, fit, item.u, y, part, lengths[first:stop]))
+    found_all = workers.map(refit_part, parts, 2 if parallel else len(parts) + 1)
+    boots = {i: np.full(n_boot, np.nan) for i in pending}
+    for part, found in zip(parts, found_all, strict=True):
+        boots[part.curve][part.first : part.first + len(found)] = found
     for i, boot in boots.items():
         results[i].set_boot(boot)
 
 
-def _chunks(rows: BootRows, n: int) -> list[BootRows]:
-    bounds = np.linspace(0, len(rows.start), max(n, 1) + 1).astype(int)
-    return [
-        BootRows(rows.model, *(getattr(rows, f.name)[a:b] for f in fields(BootRows)[1:]))
-        for a, b in itertools.pairwise(bounds)
-        if b > a
-    ]
+def _ranges(n: int, pieces: int) -> list[tuple[int, int]]:
+    """[start, stop) of `pieces` near-equal, non-empty parts of range(n)."""
+    bounds = np.linspace(0, n, max(min(pieces, n), 1) + 1).astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]

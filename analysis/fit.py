@@ -305,16 +305,11 @@ def best_model(fits: dict[str, Fit]) -> str:
     return min(fits, key=lambda m: (round(fits[m].aicc, 9), MODELS.index(m)))
 
 
-def resample(groups: list[np.ndarray], rng: np.random.Generator, n_boot: int) -> list[np.ndarray]:
-    """Index sets of a two-level bootstrap: scale points with replacement, then seeds within each."""
-    flat, lengths = resample_flat(groups, rng, n_boot)
-    return np.split(flat, np.cumsum(lengths)[:-1])
-
-
 def resample_flat(
     groups: list[np.ndarray], rng: np.random.Generator, n_boot: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`resample`'s index sets, concatenated, and their lengths (all resamples drawn at once)."""
+    """Index sets of a two-level bootstrap (scale points with replacement, then seeds within each), all drawn
+    at once: concatenated, and their lengths."""
     order = np.concatenate(groups)
     counts = np.array([len(g) for g in groups])
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -355,7 +350,8 @@ def bootstrap_thresholds(
 #
 # A bootstrap refits one model to hundreds of resamples of one curve, each on its own with `leastsq`,
 # starting from the full-data fit. A resample enters the fit only through the count and mean of its points
-# at each size (see `boot_rows`), so each refit has one residual per size, whatever the number of seeds.
+# at each size (see `refit_thresholds`), so each refit has one residual per size, whatever the number of
+# seeds.
 
 # From a warm start Levenberg-Marquardt needs ~5 evaluations. One that needs many more is crawling along a
 # valley of near-equal fits (a resample with no more sizes than the model has parameters, or a step steeper
@@ -387,131 +383,35 @@ def _refit(
     return float(_bounded_leastsq(residuals, jacobian, start, lower, upper, REFIT_TOL, BOUNDED_MAXFEV)[3])
 
 
-@dataclass
-class BootRows:
-    """Bootstrap resamples of curves, one row each, ready for `solve_rows`: per row the sizes `u`, the
-    weights sqrt(n) and means `m` of the points drawn at each size (weight 0: none drawn, or padding), the
-    start and the bounds of the refit, the spread within sizes (`within`), and which curve (`curve`) and
-    which of its resamples (`slot`) the row is."""
-
-    model: str
-    start: np.ndarray
-    u: np.ndarray
-    w: np.ndarray
-    m: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    within: np.ndarray
-    slot: np.ndarray
-    curve: np.ndarray
-
-
-def boot_rows(
-    fit: Fit, u: np.ndarray, y: np.ndarray, flat: np.ndarray, lengths: np.ndarray, curve: int = 0
-) -> BootRows:
-    """The rows of the resamples `flat` (index arrays concatenated, of `lengths`) of one curve, leaving
-    out those with fewer than 3 distinct sizes.
+def refit_thresholds(
+    fit: Fit, u: np.ndarray, y: np.ndarray, flat: np.ndarray, lengths: np.ndarray
+) -> np.ndarray:
+    """`refit_threshold(fit, u[idx], y[idx])` for every index array `idx` (concatenated in `flat`, of
+    `lengths`); NaN where `idx` holds fewer than 3 distinct sizes.
 
     A least-squares fit depends on the points of one size only through their count n and mean m:
-    sum (f(u) - y_i)^2 = n (f(u) - m)^2 + a constant. So each resample is one row of (size, sqrt(n), m),
-    as many columns as the curve has sizes, whatever its number of seeds."""
+    sum (f(u) - y_i)^2 = n (f(u) - m)^2 + a constant. So each resample is refitted to one residual per size
+    of the curve, (size, weight sqrt(n), m) (weight 0: no point of that size drawn), whatever its number of
+    seeds; the constant (the spread within sizes, which no fit changes) is passed on, so that the
+    convergence tests see the whole RSS, as they would point by point."""
     sizes, inverse = np.unique(u, return_inverse=True)
     n_sizes, rows = len(sizes), len(lengths)
+    out = np.full(rows, np.nan)
+    if not rows:
+        return out
     row_of = np.repeat(np.arange(rows), lengths)
     cell = row_of * n_sizes + inverse[flat]
     counts = np.bincount(cell, minlength=rows * n_sizes).reshape(rows, n_sizes)
     sums = np.bincount(cell, weights=y[flat], minlength=rows * n_sizes).reshape(rows, n_sizes)
     squares = np.bincount(cell, weights=y[flat] ** 2, minlength=rows * n_sizes).reshape(rows, n_sizes)
     present = counts > 0
-    n_present = present.sum(axis=1)
-    usable = np.flatnonzero(n_present >= 3)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    y_low = np.minimum.reduceat(y[flat], starts)[usable] if rows else np.empty(0)
-    y_high = np.maximum.reduceat(y[flat], starts)[usable] if rows else np.empty(0)
-    present, counts, sums, n_present = present[usable], counts[usable], sums[usable], n_present[usable]
-    # The spread within sizes, which no fit changes: the convergence tests see the whole RSS, as they
-    # would point by point.
-    within = np.maximum(squares[usable].sum(axis=1) - np.sum(sums**2 / np.maximum(counts, 1), axis=1), 0.0)
-    lower, upper = _row_bounds(fit.model, sizes, present, n_present, y_low, y_high)
-    return BootRows(
-        fit.model,
-        np.tile(np.asarray(fit.params, dtype=float), (len(usable), 1)),
-        np.repeat(sizes[None, :], len(usable), axis=0),
-        np.sqrt(counts),
-        np.where(present, sums / np.maximum(counts, 1), 0.0),
-        lower,
-        upper,
-        within,
-        usable,
-        np.full(len(usable), curve),
-    )
-
-
-def stack_rows(parts: list[BootRows]) -> BootRows:
-    """The rows of several curves (of one model) in one block, each padded to the most sizes (weight 0)."""
-    width = max(p.u.shape[1] for p in parts)
-
-    def pad(a: np.ndarray, value: np.ndarray | float) -> np.ndarray:
-        extra = width - a.shape[1]
-        if not extra:
-            return a
-        fill = np.broadcast_to(value if np.ndim(value) else np.full((len(a), 1), value), (len(a), extra))
-        return np.concatenate([a, fill], axis=1)
-
-    return BootRows(
-        parts[0].model,
-        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("start",)),
-        np.concatenate([pad(p.u, p.u[:, :1]) for p in parts]),
-        np.concatenate([pad(p.w, 0.0) for p in parts]),
-        np.concatenate([pad(p.m, 0.0) for p in parts]),
-        *(
-            np.concatenate([getattr(p, f) for p in parts])
-            for f in ("lower", "upper", "within", "slot", "curve")
-        ),
-    )
-
-
-def solve_rows(rows: BootRows) -> np.ndarray:
-    """The refitted threshold of every row (see `_refit`)."""
-    args = zip(rows.start, rows.lower, rows.upper, rows.u, rows.m, rows.w, rows.within, strict=True)
-    return np.array([_refit(rows.model, *row) for row in args], dtype=float)
-
-
-def refit_thresholds(
-    fit: Fit, u: np.ndarray, y: np.ndarray, flat: np.ndarray, lengths: np.ndarray
-) -> np.ndarray:
-    """`refit_threshold(fit, u[idx], y[idx])` for every index array `idx` (concatenated in `flat`, of
-    `lengths`), each refitted to the counts and means of its points per size; NaN where `idx` holds fewer
-    than 3 distinct sizes."""
-    out = np.full(len(lengths), np.nan)
-    rows = boot_rows(fit, u, y, flat, lengths)
-    out[rows.slot] = solve_rows(rows)
+    weights = np.sqrt(counts)
+    means = np.where(present, sums / np.maximum(counts, 1), 0.0)
+    within = np.maximum(squares.sum(axis=1) - np.sum(sums**2 / np.maximum(counts, 1), axis=1), 0.0)
+    start = np.asarray(fit.params, dtype=float)
+    ends = np.cumsum(lengths)
+    for row in np.flatnonzero(present.sum(axis=1) >= 3):
+        drawn = flat[ends[row] - lengths[row] : ends[row]]
+        lower, upper = _bounds(fit.model, u[drawn], y[drawn])
+        out[row] = _refit(fit.model, start, lower, upper, sizes, means[row], weights[row], within[row])
     return out
-
-
-def _row_bounds(
-    model: str,
-    sizes: np.ndarray,
-    present: np.ndarray,
-    n_present: np.ndarray,
-    y_low: np.ndarray,
-    y_high: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`_bounds` of every row: its sizes are `sizes[present[row]]`, its values span y_low..y_high."""
-    span = np.maximum(y_high - y_low, 1e-9)
-    levels = (y_low - span, y_high + span)
-    rank = np.cumsum(present, axis=1)  # 1 at the smallest present size, n_present at the largest
-    first = np.argmax(present, axis=1)
-    last = len(sizes) - 1 - np.argmax(present[:, ::-1], axis=1)
-    u_min, u_max = sizes[first], sizes[last]
-    if model == "sigmoid":
-        lower = np.stack([levels[0], levels[0], np.zeros_like(span), u_min - U_MARGIN], axis=1)
-        upper = np.stack([levels[1], levels[1], np.full_like(span, K_MAX), u_max + U_MARGIN], axis=1)
-        return lower, upper
-    second = sizes[np.argmax(present & (rank == 2), axis=1)]
-    before_last = sizes[np.argmax(present & (rank == (n_present - 1)[:, None]), axis=1)]
-    slope = 50.0 * span / np.maximum(u_max - u_min, 1e-9)
-    many = n_present > 3
-    lower = np.stack([levels[0], -slope, -slope, np.where(many, second, u_min)], axis=1)
-    upper = np.stack([levels[1], slope, slope, np.where(many, before_last, u_max)], axis=1)
-    return lower, upper
