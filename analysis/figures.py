@@ -19,6 +19,7 @@ On the step axis, panels that plot against scale show the largest model's curve 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -31,7 +32,7 @@ from matplotlib.figure import Figure
 from emergence_lab.analysis.aggregate import curve_keys
 from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.curves import CurveResult
-from emergence_lab.analysis.options import FIGURE_KINDS
+from emergence_lab.analysis.figure_kinds import FIGURE_KINDS, figure_kind
 from emergence_lab.analysis.parallel import Workers
 from emergence_lab.analysis.schema import (
     CONTINUOUS,
@@ -59,7 +60,6 @@ CURVE_POINTS = 200
 PARALLEL_MIN_FIGURES = 6
 BAR_W = 1.0  # inches right of the panels for a colour bar and its label
 DEPTH_PALETTE = PALETTE[:7]  # Okabe-Ito without its yellow, which is too pale for thin lines on white
-KINDS: tuple[str, ...] = FIGURE_KINDS
 # The columns of the results table that the phase diagram and the training figure read.
 TABLE_COLUMNS = (
     "run_id",
@@ -73,8 +73,6 @@ TABLE_COLUMNS = (
     "depth",
     "n_params",
 )
-# Rough relative drawing times: the slowest figures are handed out first, so the workers finish together.
-DRAW_COST = {"scale": 4, "training": 3, "artefact": 2, "positions": 2, "phase": 1}
 VERDICT_ORDER = ("emergent", "smooth", "absent")
 TITLE_CHARS = 38  # a panel title line of about this many characters fits over a panel
 LEGEND_H = 0.3  # inches below the panels for a one-row legend
@@ -233,15 +231,18 @@ def draw_all(
     out_dir: Path,
     workers: Workers | None = None,
     console: Console | None = None,
-    kinds: tuple[str, ...] = KINDS,
+    kinds: tuple[str, ...] = FIGURE_KINDS,
 ) -> list[Path]:
     """Draw every figure (of `kinds`) of every task; returns the written paths in a stable order. One
     figure is one work item, so two processes share fifteen figures evenly."""
     depths = tuple(d for d in depth_values(data.points) if not _missing(d)) if data.by_depth else ()
     data = replace(data, nominal_sizes=_nominal(data.table), depths=depths)
     tasks = sorted(map(str, data.table["task"].dropna().unique()))
-    items = [(_task_data(data, task, kind), task, kind) for task in tasks for kind in KINDS if kind in kinds]
-    order = sorted(range(len(items)), key=lambda i: -DRAW_COST.get(items[i][2], 1))
+    items = [
+        (_task_data(data, task, kind), task, kind) for task in tasks for kind in FIGURE_KINDS if kind in kinds
+    ]
+    # The slowest figures first, so the workers finish together.
+    order = sorted(range(len(items)), key=lambda i: -_cost(items[i][2]))
     work = partial(draw_figure, out_dir=out_dir)
     workers = workers or Workers(1)
     min_items = 2 if workers.started else PARALLEL_MIN_FIGURES  # running workers cost nothing to start
@@ -252,24 +253,32 @@ def draw_all(
     return [path for paths in nested for path in paths]
 
 
+def _cost(kind: str) -> int:
+    spec = figure_kind(kind)
+    return spec.cost if spec is not None else 1
+
+
+@dataclass
+class View:
+    """What the figures against scale draw: on the step axis, the largest model's rows only."""
+
+    points: pd.DataFrame
+    obs: pd.DataFrame
+    thresholds: pd.DataFrame
+    curves: dict[tuple[str, ...], CurveResult]
+
+
 def draw_figure(item: tuple[FigureData, str, str], out_dir: Path) -> list[Path]:
     """Draw one kind of figure for one task and save it in every format ([] if it does not apply)."""
     data, task, kind = item
-    curves = _curve_index(data.curves)
-    points = _largest_series(data.points)
-    obs = _largest_series(data.obs)
-    thresholds = _largest_series(data.thresholds)
+    view = View(
+        _largest_series(data.points),
+        _largest_series(data.obs),
+        _largest_series(data.thresholds),
+        _curve_index(data.curves),
+    )
     with style():
-        if kind == "scale":
-            fig = _scale_figure(data, task, points, obs, thresholds, curves)
-        elif kind == "phase":
-            fig = _phase_figure(data, task)
-        elif kind == "training":
-            fig = _training_figure(data, task)
-        elif kind == "artefact":
-            fig = _artefact_figure(data, task, points, obs, thresholds, curves)
-        else:
-            fig = _positions_figure(data, task, points)
+        fig = DRAW[kind](data, task, view)
         if fig is None:
             return []
         if fig.get_layout_engine() is not None:
@@ -377,7 +386,8 @@ def _panel_metrics(data: FigureData, pts: pd.DataFrame) -> list[str]:
     return chosen or present
 
 
-def _scale_figure(data, task, points, obs, thresholds, curves) -> Figure | None:
+def _scale_figure(data: FigureData, task: str, view: View) -> Figure | None:
+    points, obs, thresholds, curves = view.points, view.obs, view.thresholds, view.curves
     if data.by_depth:
         return _scale_by_depth(data, task, points, obs, thresholds, curves)
     task_pts = _select(points, task=task, subtask="all")
@@ -488,7 +498,7 @@ def _final(df: pd.DataFrame) -> pd.DataFrame:
     return final_rows(df)
 
 
-def _phase_figure(data: FigureData, task: str) -> Figure | None:
+def _phase_figure(data: FigureData, task: str, view: View) -> Figure | None:
     if not {"width", "depth"} <= set(data.table.columns):
         return None
     df = _select(data.table, task=task, subtask="all")
@@ -537,7 +547,7 @@ def _limits(values: np.ndarray) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
 
 
-def _training_figure(data: FigureData, task: str) -> Figure | None:
+def _training_figure(data: FigureData, task: str, view: View) -> Figure | None:
     if "step" not in data.table.columns or "n_params" not in data.table.columns:
         return None
     df = _select(data.table, task=task, subtask="all")
@@ -586,7 +596,8 @@ def _cmap():
     return colormaps[SEQUENTIAL]
 
 
-def _artefact_figure(data, task, points, obs, thresholds, curves) -> Figure | None:
+def _artefact_figure(data: FigureData, task: str, view: View) -> Figure | None:
+    points, obs, thresholds, curves = view.points, view.obs, view.thresholds, view.curves
     mc = data.metric_check
     if mc.empty:
         return None
@@ -750,11 +761,11 @@ def position_subtasks(points: pd.DataFrame) -> list[str]:
     return sorted((s for s, m in metrics.items() if s != "all" and m == {CONTINUOUS[0]}), key=natural_key)
 
 
-def _positions_figure(data: FigureData, task: str, points: pd.DataFrame) -> Figure | None:
+def _positions_figure(data: FigureData, task: str, view: View) -> Figure | None:
     """Token accuracy of every answer position against scale. With curves grouped by depth: the deepest
     depth's (the one that learns the most positions; one panel stays readable and costs what the pooled
     figure cost; every depth's positions are in points.csv and thresholds.csv)."""
-    task_pts = _select(points, task=task)
+    task_pts = _select(view.points, task=task)
     if task_pts.empty:
         return None
     split = main_split(task_pts)
@@ -786,3 +797,16 @@ def _positions_figure(data: FigureData, task: str, points: pd.DataFrame) -> Figu
     fig.legend(ncols=2 if len(positions) > 8 else 1, loc="outside right upper", fontsize=6.5)
     _log_x(ax, data.x_label, pts["x"])
     return fig
+
+
+DrawFunction = Callable[[FigureData, str, View], Figure | None]
+# Each kind's draw function; the kinds, their costs and captions are in `analysis.figure_kinds`.
+DRAW: dict[str, DrawFunction] = {
+    "scale": _scale_figure,
+    "phase": _phase_figure,
+    "training": _training_figure,
+    "artefact": _artefact_figure,
+    "positions": _positions_figure,
+}
+if tuple(DRAW) != FIGURE_KINDS:
+    raise ImportError(f"figure kinds {FIGURE_KINDS} and their draw functions {tuple(DRAW)} disagree")

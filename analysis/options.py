@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from emergence_lab.analysis.figure_kinds import FIGURE_KINDS
+
+__all__ = ["BY_CHOICES", "FIGURE_KINDS", "X_CHOICES", "CheckOptions", "Criteria"]
+
 X_CHOICES: tuple[str, ...] = ("n_params", "flops", "tokens", "width", "depth", "step")
-FIGURE_KINDS: tuple[str, ...] = ("scale", "phase", "training", "artefact", "positions")
 # `--by`: which column splits one metric's points into separate curves. `auto` is `depth` when the table
 # holds more than one depth and the scale axis is not depth itself, else `none`.
 BY_CHOICES: tuple[str, ...] = ("auto", "none", "depth")

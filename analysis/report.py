@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from emergence_lab.analysis.figure_kinds import figure_kind
 from emergence_lab.analysis.options import CRITERIA_HELP, Criteria
 
 THRESHOLD_COLUMNS = (
@@ -53,24 +54,6 @@ CHECK_COLUMNS = (
     "em_vs_ta_pow_L_mae",
     "reason",
 )
-FIGURE_CAPTIONS = {
-    "scale": "Metrics against scale: seeds (points), mean with 95% bootstrap CI, best fit (dashed), "
-    "threshold with its 95% CI (dotted line and band).",
-    "phase": "Phase diagram: the metric over width x depth at the final step, mean over seeds.",
-    "training": "Metrics over training, one line per model size.",
-    "artefact": "Metric artefact check: exact match beside a continuous metric; shaded: sizes where exact "
-    "match sat at its floor.",
-    "positions": "Token accuracy per answer position against scale.",
-}
-DEPTH_CAPTIONS = {
-    "scale": "Metrics against scale, one colour per depth (main split only; every split is in the tables): "
-    "seeds (points), mean with 95% bootstrap CI, best fit (dashed), threshold with its 95% CI (diamond and "
-    "bar on the fit).",
-    "artefact": "Metric artefact check, one colour per depth: exact match beside the continuous metric of "
-    "the check (legend: each depth's verdict); dotted: token_accuracy^L; triangles: where exact match "
-    "leaves its floor.",
-    "positions": "Token accuracy per answer position against scale, for the deepest depth.",
-}
 GROUPING = {
     "depth": "Curves are grouped by depth (`--by depth`): each depth is fitted, classified, checked and "
     "drawn as its own series, because models of different depth differ in capability at equal parameter "
@@ -114,7 +97,6 @@ def build_blocks(
     warnings: list[str],
     by: str = "none",
 ) -> list[Block]:
-    captions = {**FIGURE_CAPTIONS, **(DEPTH_CAPTIONS if by == "depth" else {})}
     blocks = [Block("heading", "Emergence analysis", 1)]
     blocks.append(Block("text", "Rebuild every figure, table and this report from `results.parquet` alone:"))
     blocks.append(Block("code", f"emergence figures {out_dir}"))
@@ -151,10 +133,11 @@ def build_blocks(
     for task in sorted({p.stem.split("_", 1)[1] for p in pngs}):
         blocks.append(Block("heading", task, 3))
         for png in (p for p in pngs if p.stem.split("_", 1)[1] == task):
-            kind = png.stem.split("_", 1)[0]
+            kind = figure_kind(png.stem.split("_", 1)[0])
+            caption = kind.caption_for(by) if kind is not None else png.stem
             rel = png.relative_to(out_dir).as_posix()
-            blocks.append(Block("image", (rel, captions.get(kind, kind))))
-            blocks.append(Block("text", f"{captions.get(kind, kind)} (also as PDF and SVG)"))
+            blocks.append(Block("image", (rel, caption)))
+            blocks.append(Block("text", f"{caption} (also as PDF and SVG)"))
     blocks.append(Block("heading", "Warnings"))
     if warnings:
         shown = warnings[:MAX_WARNINGS]

@@ -144,3 +144,19 @@ def test_figures_draw_one_series_per_depth(analysed: Path) -> None:
     assert "depth 1 · check: " in text["artefact"] and "depth 2 · check: " in text["artefact"]
     assert "depth 2 (the deepest), test split" in text["positions"]
     assert "Curves are grouped by depth (`--by depth`)" in (analysed / "report.md").read_text()
+
+
+def test_one_registry_gives_every_kind_its_drawing_cost_and_caption(analysed: Path) -> None:
+    """Each kind is listed once (`figure_kinds.REGISTRY`), with one draw function bound in `figures.DRAW`;
+    the report's captions are the registry's (grouped by depth: a kind's depth caption where it has one)."""
+    from emergence_lab.analysis import figures, options
+    from emergence_lab.analysis.figure_kinds import REGISTRY, figure_kind
+
+    assert tuple(k.name for k in REGISTRY) == options.FIGURE_KINDS == KINDS == tuple(figures.DRAW)
+    assert all(callable(figures.DRAW[k]) and figure_kind(k).cost > 0 for k in KINDS)
+    assert figure_kind("nonsense") is None
+    md = (analysed / "report.md").read_text()
+    for kind in REGISTRY:
+        caption = kind.depth_caption or kind.caption
+        assert f"![{caption}](figures/{kind.name}_addition.png)" in md
+        assert kind.caption_for("none") == kind.caption
