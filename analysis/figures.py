@@ -8,10 +8,13 @@
    where exact match sat at its floor are shaded, and token_accuracy^L is overlaid when L is known.
 5. `positions_<task>`: token accuracy of every answer position against scale, one line per position.
 
-With curves grouped by depth (`by = "depth"`), every depth is a series of its own, in one colour in every
-figure: the scale and artefact figures draw each depth's curve of the main split (one split: with every
-split of every depth on one panel the bands would hide each other; the tables keep every split), the
-positions figure shows the deepest depth. The phase diagram is the same either way.
+The kinds, their drawing costs and captions are registered in `analysis.figure_kinds`; `DRAW` below binds
+each to its one draw function. The scale and artefact figures draw a list of series through one path:
+without grouping, the scale figure's series are the splits and the artefact figure's is the check's one
+curve; with curves grouped by depth (`by = "depth"`), every depth is a series of its own, in one colour in
+every figure, on the main split (with every split of every depth on one panel the bands would hide each
+other; the tables keep every split). The positions figure then shows the deepest depth. The phase diagram
+is the same either way.
 
 On the step axis, panels that plot against scale show the largest model's curve (of each depth).
 """
@@ -153,17 +156,6 @@ def _largest_series(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[df["series"] == df["series"].max()]
 
 
-def _groups(df: pd.DataFrame, *cols: str) -> dict[tuple[str, ...], pd.DataFrame]:
-    """`df` split by the values of `cols` (spelt by `_key_text`), in one pass."""
-    if df.empty:
-        return {}
-    keys = [df[c].astype(object).where(df[c].notna(), None) for c in cols]
-    return {
-        tuple(_key_text(v) for v in (k if isinstance(k, tuple) else (k,))): g
-        for k, g in df.groupby(keys, sort=False, dropna=False)
-    }
-
-
 def _key_text(value: object) -> str:
     """One spelling of a curve-key value, whatever its dtype (2, 2.0 and np.int64(2) -> "2")."""
     if _missing(value):
@@ -299,25 +291,6 @@ def _arrow(metric: str) -> str:
     return "↑" if higher_is_better(metric) else "↓"
 
 
-def _panel(
-    ax,
-    data: FigureData,
-    task: str,
-    split: str,
-    metric: str,
-    points: pd.DataFrame,
-    obs: pd.DataFrame,
-    thresholds: pd.DataFrame,
-    curves: dict[tuple[str, ...], CurveResult],
-    color: str,
-    label: str | None = None,
-) -> str | None:
-    """The curve of one task, split and metric (subtask `all`) on `ax`, see `_draw_curve`."""
-    where = {"task": task, "split": split, "subtask": "all", "metric": metric}
-    pts, seeds, rows = (_select(df, **where) for df in (points, obs, thresholds))
-    return _draw_curve(ax, data, pts, seeds, rows, curves, color, label)
-
-
 def _draw_curve(
     ax,
     data: FigureData,
@@ -386,31 +359,97 @@ def _panel_metrics(data: FigureData, pts: pd.DataFrame) -> list[str]:
     return chosen or present
 
 
+@dataclass(frozen=True)
+class Series:
+    """One curve of every panel: the rows where `where` holds, in `color` (None: the panel's colour),
+    under `label` in the legend (None: the figure's legend names it). `key` is the split or depth it
+    stands for."""
+
+    key: object
+    where: dict[str, object]
+    color: str | None = None
+    label: str | None = None
+
+
+def _verdict(pts: pd.DataFrame, rows: pd.DataFrame) -> str | None:
+    """The classification `_draw_curve` reports for one curve (None where it draws no fitted curve)."""
+    return None if pts.empty or rows.empty else str(rows.iloc[0]["classification"])
+
+
+def _draw_series(
+    ax,
+    data: FigureData,
+    frames: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    curves: dict[tuple[str, ...], CurveResult],
+    metric: str,
+    series: list[Series],
+    color: str | None = None,
+) -> None:
+    """Every series' curve of one metric on `ax` (frames: points, observations, thresholds rows). Curves
+    grouped by depth are marked series (`_draw_curve`); without grouping each curve is drawn alone."""
+    for one in series:
+        parts = [_select(df, metric=metric, **one.where) for df in frames]
+        _draw_curve(ax, data, *parts, curves, one.color or color or "0.5", one.label, data.by_depth)
+
+
 def _scale_figure(data: FigureData, task: str, view: View) -> Figure | None:
-    points, obs, thresholds, curves = view.points, view.obs, view.thresholds, view.curves
-    if data.by_depth:
-        return _scale_by_depth(data, task, points, obs, thresholds, curves)
-    task_pts = _select(points, task=task, subtask="all")
+    """One panel per metric. Without grouping, one curve per split; grouped by depth, one series per depth
+    on the main split (with every split of every depth on one panel the bands would hide each other)."""
+    task_pts = _select(view.points, task=task, subtask="all")
+    split = main_split(task_pts) if data.by_depth else None
+    if split is not None:
+        task_pts = _select(task_pts, split=split)
     metrics = _panel_metrics(data, task_pts)
     if not metrics:
         return None
-    splits = sorted(map(str, task_pts["split"].unique()), key=lambda s: (s != "test", s))
-    fig, axes = new_figure(len(metrics), bottom=LEGEND_H if len(splits) > 1 else 0.0, title_lines=2)
-    for ax, metric in zip(axes, metrics, strict=True):
-        labels = []
-        for i, split in enumerate(splits):
-            verdict = _panel(
-                ax, data, task, split, metric, points, obs, thresholds, curves, PALETTE[i % 8], split
-            )
-            if verdict:
-                labels.append(verdict if len(splits) == 1 else f"{split}: {verdict}")
-        ax.set_title(f"{metric} {_arrow(metric)}\n{' · '.join(labels)}", fontsize=8.5)
+    task_obs = _select(view.obs, task=task, subtask="all")
+    rows = _select(view.thresholds, task=task, subtask="all")
+    if split is not None:
+        task_obs, rows = _select(task_obs, split=split), _select(rows, split=split)
+        rows = rows.loc[rows["metric"].astype(str).isin(metrics).to_numpy()]
+    frames = (task_pts, task_obs, rows)
+    if data.by_depth:
+        depths = depth_values(task_pts)
+        series = [Series(d, {"depth": d}, data.depth_color(d)) for d in depths]
+        titles = [[f"{m} {_arrow(m)}", *verdict_lines(_depth_verdicts(rows, m))] for m in metrics]
+        extra = [FIT_ENTRY] if len(rows) else []
+        if np.isfinite(rows["threshold"].to_numpy(dtype=float)).any():
+            extra.append(THRESHOLD_ENTRY)
+        handles = _depth_handles(data, {d: depth_label(d) for d in depths}, extra)
+        ncols, bottom = legend_layout(len(handles), grid_width(len(metrics)))
+        fig, axes = new_figure(len(metrics), bottom=bottom, title_lines=max(len(t) for t in titles))
+    else:
+        splits = sorted(map(str, task_pts["split"].unique()), key=lambda s: (s != "test", s))
+        series = [Series(s, {"split": s}, PALETTE[i % 8], s) for i, s in enumerate(splits)]
+        titles = [[f"{m} {_arrow(m)}", _split_verdicts(frames, m, series)] for m in metrics]
+        fig, axes = new_figure(len(metrics), bottom=LEGEND_H if len(splits) > 1 else 0.0, title_lines=2)
+    for ax, metric, title in zip(axes, metrics, titles, strict=True):
+        _draw_series(ax, data, frames, view.curves, metric, series)
+        ax.set_title("\n".join(title), fontsize=8.5)
         _log_x(ax, data.x_label, task_pts["x"])
-    if len(splits) > 1:
-        handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=len(splits))
-    suptitle(fig, f"{task}: metrics against scale")
+    if data.by_depth:
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=ncols)
+        suptitle(fig, f"{task}: metrics against scale, one series per depth ({split} split)")
+    else:
+        if len(series) > 1:
+            handles, names = axes[0].get_legend_handles_labels()
+            fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=len(series))
+        suptitle(fig, f"{task}: metrics against scale")
     return fig
+
+
+def _split_verdicts(
+    frames: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], metric: str, series: list[Series]
+) -> str:
+    """Each split's classification of one metric ("test: emergent · ood: smooth"; the bare verdict for
+    one split)."""
+    pts, _, rows = (_select(df, metric=metric) for df in frames)
+    labels = []
+    for one in series:
+        verdict = _verdict(_select(pts, **one.where), _select(rows, **one.where))
+        if verdict:
+            labels.append(verdict if len(series) == 1 else f"{one.key}: {verdict}")
+    return " · ".join(labels)
 
 
 def verdict_lines(verdicts: dict[object, str], width: int = TITLE_CHARS) -> list[str]:
@@ -450,39 +489,6 @@ def _depth_handles(data: FigureData, labels: dict[object, str], extra: list[tupl
 
 FIT_ENTRY = ("--", "", "best fit")
 THRESHOLD_ENTRY = ("-", "D", "threshold, 95% CI")
-
-
-def _scale_by_depth(data, task, points, obs, thresholds, curves) -> Figure | None:
-    """One panel per metric, one series per depth, on the main split."""
-    task_pts = _select(points, task=task, subtask="all")
-    split = main_split(task_pts)
-    task_pts = _select(task_pts, split=split)
-    metrics = _panel_metrics(data, task_pts)
-    if not metrics:
-        return None
-    depths = depth_values(task_pts)
-    task_obs = _select(obs, task=task, split=split, subtask="all")
-    rows = _select(thresholds, task=task, split=split, subtask="all")
-    rows = rows.loc[rows["metric"].astype(str).isin(metrics).to_numpy()]
-    titles = [[f"{m} {_arrow(m)}", *verdict_lines(_depth_verdicts(rows, m))] for m in metrics]
-    extra = [FIT_ENTRY] if len(rows) else []
-    if np.isfinite(rows["threshold"].to_numpy(dtype=float)).any():
-        extra.append(THRESHOLD_ENTRY)
-    handles = _depth_handles(data, {d: depth_label(d) for d in depths}, extra)
-    ncols, legend_h = legend_layout(len(handles), grid_width(len(metrics)))
-    fig, axes = new_figure(len(metrics), bottom=legend_h, title_lines=max(len(t) for t in titles))
-    parts = [_groups(df, "metric", "depth") for df in (task_pts, task_obs, rows)]
-    empty = (task_pts.iloc[:0], task_obs.iloc[:0], rows.iloc[:0])
-    for ax, metric, title in zip(axes, metrics, titles, strict=True):
-        for depth in depths:
-            key = (metric, _key_text(depth))
-            frames = [part.get(key, none) for part, none in zip(parts, empty, strict=True)]
-            _draw_curve(ax, data, *frames, curves, data.depth_color(depth), None, True)
-        ax.set_title("\n".join(title), fontsize=8.5)
-        _log_x(ax, data.x_label, task_pts["x"])
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=ncols)
-    suptitle(fig, f"{task}: metrics against scale, one series per depth ({split} split)")
-    return fig
 
 
 def _phase_metric(data: FigureData, df: pd.DataFrame) -> str | None:
@@ -597,42 +603,122 @@ def _cmap():
 
 
 def _artefact_figure(data: FigureData, task: str, view: View) -> Figure | None:
-    points, obs, thresholds, curves = view.points, view.obs, view.thresholds, view.curves
+    """Exact match beside the continuous metric of the metric check, on one x axis. Without grouping, the
+    check's one curve of each, the sizes where exact match sat at its floor shaded and token_accuracy^L
+    overlaid. Grouped by depth, one series per depth: the legend gives each depth's verdict, a triangle on
+    the x axis where its exact match leaves the floor, and a dotted token_accuracy^L per depth."""
     mc = data.metric_check
     if mc.empty:
         return None
     rows = mc.loc[equals(mc["task"], task)]
     if rows.empty:
         return None
+    points = view.points
     if data.by_depth:
-        return _artefact_by_depth(data, task, points, obs, thresholds, curves, rows)
-    row = rows.iloc[-1]  # on the step axis, the largest model's check
-    split, cont = str(row["split"]), str(row["continuous_metric"])
-    fig, axes = new_figure(2, sharex=True)
-    for ax, metric, color in ((axes[0], DISCONTINUOUS, PALETTE[1]), (axes[1], cont, PALETTE[0])):
-        verdict = _panel(ax, data, task, split, metric, points, obs, thresholds, curves, color)
-        ax.set_title(f"{metric} {_arrow(metric)}" + (f" ({verdict})" if verdict else ""))
-        _artefact_decor(ax, data, task, row, points)
-    _power_overlay(axes[0], task, split, row, points)
-    suptitle(fig, f"{task}: exact match vs {cont} — verdict: {row['verdict']}")
+        if "series" in rows.columns and rows["series"].notna().any():
+            rows = _largest_series(rows)
+        rows = rows.sort_values("depth", kind="stable", na_position="last")
+        chosen = rows["continuous_metric"].astype(str)
+        cont = min(chosen.unique(), key=lambda m: (-int((chosen == m).sum()), _continuous_rank(m)))
+    else:
+        rows = rows.iloc[[-1]]  # on the step axis, the largest model's check
+        cont = str(rows["continuous_metric"].iloc[0])
+    row = rows.iloc[0]
+    split = str(row["split"])
+    metrics = (DISCONTINUOUS, cont)
+    sub = {"task": task, "split": split, "subtask": "all"}
+    frames = (_select(points, **sub), _select(view.obs, **sub), _select(view.thresholds, **sub))
+    xs = _select(points, task=task)["x"]
+    if data.by_depth:
+        depths = list(rows["depth"])
+        series = [Series(d, {"depth": d}, data.depth_color(d)) for d in depths]
+        titles = [[f"{m} {_arrow(m)}", *verdict_lines(_depth_verdicts(frames[2], m))] for m in metrics]
+        floor = rows["verdict"].ne("no_jump").to_numpy() & np.isfinite(
+            rows["em_rise_start"].to_numpy(dtype=float)
+        )
+        length = rows["answer_len"].dropna()
+        power = (
+            int(length.iloc[0])
+            if len(length) and CONTINUOUS[0] in set(map(str, points["metric"].unique()))
+            else None
+        )
+        extra = [FIT_ENTRY]
+        shown = frames[2]["metric"].astype(str).isin(metrics).to_numpy()
+        if np.isfinite(frames[2].loc[shown, "threshold"]).any():
+            extra.append(THRESHOLD_ENTRY)
+        if power is not None:
+            extra.append((":", "", f"token_accuracy^{power}"))
+        if floor.any():
+            extra.append(("none", "^", "exact match leaves its floor"))
+        labels = {d: _check_label(r, cont) for d, (_, r) in zip(depths, rows.iterrows(), strict=True)}
+        handles = _depth_handles(data, labels, extra)
+        ncols, legend_h = legend_layout(len(handles), grid_width(2), entry_w=1.9)
+        fig, axes = new_figure(2, bottom=legend_h, title_lines=max(len(t) for t in titles))
+        colors: tuple[str | None, ...] = (None, None)
+    else:  # one series, in each panel's colour; no legend but the overlay's
+        floor, power, handles, ncols = np.zeros(0, bool), None, [], 1
+        series = [Series(None, {})]
+        titles = []
+        for m in metrics:
+            verdict = _verdict(*(_select(frames[i], metric=m) for i in (0, 2)))
+            titles.append([f"{m} {_arrow(m)}" + (f" ({verdict})" if verdict else "")])
+        fig, axes = new_figure(2, sharex=True)
+        colors = (PALETTE[1], PALETTE[0])
+    for ax, metric, title, color in zip(axes, metrics, titles, colors, strict=True):
+        _draw_series(ax, data, frames, view.curves, metric, series, color)
+        if data.by_depth:
+            ax.set_title("\n".join(title), fontsize=8.5)
+        else:
+            ax.set_title(title[0])
+            start = row.get("em_rise_start", np.nan)
+            if row["verdict"] != "no_jump" and np.isfinite(start):  # the floor sizes shaded
+                ax.axvspan(xs.min(), start, color="0.5", alpha=0.12, linewidth=0)
+        _log_x(ax, data.x_label, xs)
+    if data.by_depth:
+        _depth_marks(data, axes[0], rows, floor, power, points, sub)
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=ncols)
+        suptitle(fig, f"{task}: exact match vs {cont}, one series per depth ({split} split)")
+    else:
+        _power_overlay(axes[0], task, split, row, points)
+        suptitle(fig, f"{task}: exact match vs {cont} — verdict: {row['verdict']}")
     return fig
 
 
-def _artefact_decor(ax, data: FigureData, task: str, row: pd.Series, points: pd.DataFrame) -> None:
-    """The floor sizes shaded, and the log x axis over every size of the task."""
-    start = row.get("em_rise_start", np.nan)
-    xs = _select(points, task=task)["x"]
-    if row["verdict"] != "no_jump" and np.isfinite(start):
-        ax.axvspan(xs.min(), start, color="0.5", alpha=0.12, linewidth=0)
-    _log_x(ax, data.x_label, xs)
+def _depth_marks(
+    data: FigureData,
+    ax,
+    rows: pd.DataFrame,
+    floor: np.ndarray,
+    power: int | None,
+    points: pd.DataFrame,
+    sub: dict[str, object],
+) -> None:
+    """Per depth: a triangle on the x axis where exact match leaves its floor, and token_accuracy^L dotted."""
+    from matplotlib.transforms import blended_transform_factory
+
+    marks = blended_transform_factory(ax.transData, ax.transAxes)
+    for (_, row), at_floor in zip(rows.iterrows(), floor, strict=True):
+        color = data.depth_color(row["depth"])
+        if at_floor:
+            ax.plot(
+                [row["em_rise_start"]],
+                [0.0],
+                "^",
+                color=color,
+                markersize=6,
+                transform=marks,
+                clip_on=False,
+                zorder=7,
+            )
+        if power is not None:
+            ta = _select(points, **sub, metric=CONTINUOUS[0], depth=row["depth"]).sort_values("x")
+            ax.plot(ta["x"], ta["mean"] ** power, ":", color=color, linewidth=1.2, zorder=3)
 
 
-def _power_overlay(ax, task: str, split: str, row: pd.Series, points: pd.DataFrame, **depth: object) -> None:
+def _power_overlay(ax, task: str, split: str, row: pd.Series, points: pd.DataFrame) -> None:
     """token_accuracy^L over exact match, where the answer length L is known."""
     length = row.get("answer_len", np.nan)
-    ta = _select(points, task=task, split=split, subtask="all", metric=CONTINUOUS[0], **depth).sort_values(
-        "x"
-    )
+    ta = _select(points, task=task, split=split, subtask="all", metric=CONTINUOUS[0]).sort_values("x")
     if not np.isfinite(length) or ta.empty:
         return
     ax.plot(
@@ -644,77 +730,6 @@ def _power_overlay(ax, task: str, split: str, row: pd.Series, points: pd.DataFra
         label=f"token_accuracy^{int(length)}",
     )
     ax.legend(loc="upper left")  # exact match rises to the right: the upper left stays free
-
-
-def _artefact_by_depth(data, task, points, obs, thresholds, curves, rows: pd.DataFrame) -> Figure | None:
-    """Exact match and the check's continuous metric, one series per depth; the legend gives each depth's
-    verdict, a triangle on the x axis where its exact match leaves the floor."""
-    from matplotlib.transforms import blended_transform_factory
-
-    if "series" in rows.columns and rows["series"].notna().any():
-        rows = _largest_series(rows)
-    rows = rows.sort_values("depth", kind="stable", na_position="last")
-    split = str(rows["split"].iloc[0])
-    chosen = rows["continuous_metric"].astype(str)
-    cont = min(chosen.unique(), key=lambda m: (-int((chosen == m).sum()), _continuous_rank(m)))
-    depths = list(rows["depth"])
-    here = _select(thresholds, task=task, split=split, subtask="all")
-    titles = [[f"{m} {_arrow(m)}", *verdict_lines(_depth_verdicts(here, m))] for m in (DISCONTINUOUS, cont)]
-    xs = _select(points, task=task)["x"]
-    floor = rows["verdict"].ne("no_jump").to_numpy() & np.isfinite(
-        rows["em_rise_start"].to_numpy(dtype=float)
-    )
-    length = rows["answer_len"].dropna()
-    power = (
-        int(length.iloc[0])
-        if len(length) and CONTINUOUS[0] in set(map(str, points["metric"].unique()))
-        else None
-    )
-    extra = [FIT_ENTRY]
-    if np.isfinite(
-        here.loc[here["metric"].astype(str).isin([DISCONTINUOUS, cont]).to_numpy(), "threshold"]
-    ).any():
-        extra.append(THRESHOLD_ENTRY)
-    if power is not None:
-        extra.append((":", "", f"token_accuracy^{power}"))
-    if floor.any():
-        extra.append(("none", "^", "exact match leaves its floor"))
-    labels = {d: _check_label(r, cont) for d, (_, r) in zip(depths, rows.iterrows(), strict=True)}
-    handles = _depth_handles(data, labels, extra)
-    ncols, legend_h = legend_layout(len(handles), grid_width(2), entry_w=1.9)
-    fig, axes = new_figure(2, bottom=legend_h, title_lines=max(len(t) for t in titles))
-    sub = {"task": task, "split": split, "subtask": "all"}
-    parts = [_groups(_select(df, **sub), "metric", "depth") for df in (points, obs, thresholds)]
-    empty = (points.iloc[:0], obs.iloc[:0], thresholds.iloc[:0])
-    for ax, metric, title in zip(axes, (DISCONTINUOUS, cont), titles, strict=True):
-        for depth in depths:
-            key = (metric, _key_text(depth))
-            frames = [part.get(key, none) for part, none in zip(parts, empty, strict=True)]
-            _draw_curve(ax, data, *frames, curves, data.depth_color(depth), None, True)
-        ax.set_title("\n".join(title), fontsize=8.5)
-        _log_x(ax, data.x_label, xs)
-    marks = blended_transform_factory(axes[0].transData, axes[0].transAxes)
-    for (_, row), at_floor in zip(rows.iterrows(), floor, strict=True):
-        color = data.depth_color(row["depth"])
-        if at_floor:
-            axes[0].plot(
-                [row["em_rise_start"]],
-                [0.0],
-                "^",
-                color=color,
-                markersize=6,
-                transform=marks,
-                clip_on=False,
-                zorder=7,
-            )
-        if power is not None:
-            ta = _select(
-                points, task=task, split=split, subtask="all", metric=CONTINUOUS[0], depth=row["depth"]
-            ).sort_values("x")
-            axes[0].plot(ta["x"], ta["mean"] ** power, ":", color=color, linewidth=1.2, zorder=3)
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=ncols)
-    suptitle(fig, f"{task}: exact match vs {cont}, one series per depth ({split} split)")
-    return fig
 
 
 def _continuous_rank(metric: str) -> int:
@@ -738,13 +753,6 @@ def _depth_verdicts(thresholds: pd.DataFrame, metric: str) -> dict[object, str]:
         key=lambda p: (_missing(p[0]), 0 if _missing(p[0]) else p[0]),
     )
     return dict(pairs)
-
-
-def _floor_note(row: pd.Series) -> str:
-    change, z = row.get("continuous_floor_change", np.nan), row.get("continuous_floor_z", np.nan)
-    if not (np.isfinite(change) and np.isfinite(z)):
-        return ""
-    return f"floor change {change:+.2g} (z = {z:.1f})"
 
 
 def natural_key(text: str) -> tuple:

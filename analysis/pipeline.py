@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +248,3 @@ def _build(
         figure_paths = draw_all(data, out_dir, workers, console, options.figures)
     clock.lap("figures")
     return analysis, paths, figure_paths
-
-
-def with_command(options: Options, command: str) -> Options:
-    return replace(options, command=command)
