@@ -242,3 +242,34 @@ def test_refit_of_fewer_sizes_than_parameters_is_well_posed(model: str) -> None:
         lower, upper = np.array([-1.0, -5.0, -5.0, 5.0]), np.array([2.0, 5.0, 5.0, 7.0])
     found = {emergence_lab.analysis.fit._refit(model, start, lower, upper, u, y, w, 0.01) for _ in range(20)}
     assert len(found) == 1 and np.isfinite(found.pop())
+
+
+class InlinePool:
+    """A stand-in process pool that runs every item here, in order."""
+
+    def map(self, func, items, chunksize=1):
+        return map(func, items)
+
+
+def test_bootstrap_split_into_parts_gives_the_same_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handed out to many workers, each curve's resamples are cut into parts: the same CIs as in one piece."""
+    import emergence_lab.analysis.curves
+    from emergence_lab.analysis.parallel import Workers
+
+    df = two_depth_table(seed=4)
+    options = Options(n_boot_fit=60, n_boot_points=50, by="depth")
+    one = analyse(normalise(df), options, Console(quiet=True), Workers(1)).thresholds
+    monkeypatch.setattr(emergence_lab.analysis.curves, "PARALLEL_MIN_ROWS", 0)
+    many = Workers(8)
+    monkeypatch.setattr(many, "_start", lambda: InlinePool())
+    parts: list[int] = []
+    real = emergence_lab.analysis.curves.refit_part
+    monkeypatch.setattr(
+        emergence_lab.analysis.curves,
+        "refit_part",
+        lambda part: parts.append(len(part.lengths)) or real(part),
+    )
+    split = analyse(normalise(df), options, Console(quiet=True), many).thresholds
+    assert len(parts) > 2 and max(parts) < 60  # every curve's 60 resamples went out in several parts
+    assert np.isfinite(one["threshold_low"]).any()
+    pd.testing.assert_frame_equal(one, split)
