@@ -1,4 +1,4 @@
-"""The analysis scale benchmark: `python -m analysis.bench` (or `emergence bench analysis`).
+"""The analysis scale benchmark: `python -m emergence_lab.analysis.bench` (or `emergence bench analysis`).
 
 It generates synthetic data in a temporary folder and times the two things that must stay fast:
 1. collecting 1,000 run folders (`results.jsonl` + `run.json`, a few with a torn last line), limit 10 s;
@@ -96,7 +96,9 @@ def bench_analyze(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m emergence_lab.analysis.bench", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--runs", type=int, default=1000, help="run folders to collect (default 1000)")
     p.add_argument("--rows", type=int, default=1_000_000, help="rows of the analysed table (default 1e6)")
     p.add_argument("--jobs", type=int, default=None, help="processes (default: all cores)")
