@@ -633,25 +633,7 @@ def _artefact_figure(data: FigureData, task: str, view: View) -> Figure | None:
         depths = list(rows["depth"])
         series = [Series(d, {"depth": d}, data.depth_color(d)) for d in depths]
         titles = [[f"{m} {_arrow(m)}", *verdict_lines(_depth_verdicts(frames[2], m))] for m in metrics]
-        floor = rows["verdict"].ne("no_jump").to_numpy() & np.isfinite(
-            rows["em_rise_start"].to_numpy(dtype=float)
-        )
-        length = rows["answer_len"].dropna()
-        power = (
-            int(length.iloc[0])
-            if len(length) and CONTINUOUS[0] in set(map(str, points["metric"].unique()))
-            else None
-        )
-        extra = [FIT_ENTRY]
-        shown = frames[2]["metric"].astype(str).isin(metrics).to_numpy()
-        if np.isfinite(frames[2].loc[shown, "threshold"]).any():
-            extra.append(THRESHOLD_ENTRY)
-        if power is not None:
-            extra.append((":", "", f"token_accuracy^{power}"))
-        if floor.any():
-            extra.append(("none", "^", "exact match leaves its floor"))
-        labels = {d: _check_label(r, cont) for d, (_, r) in zip(depths, rows.iterrows(), strict=True)}
-        handles = _depth_handles(data, labels, extra)
+        floor, power, handles = _check_legend(data, rows, frames[2], cont, points)
         ncols, legend_h = legend_layout(len(handles), grid_width(2), entry_w=1.9)
         fig, axes = new_figure(2, bottom=legend_h, title_lines=max(len(t) for t in titles))
         colors: tuple[str | None, ...] = (None, None)
@@ -682,6 +664,33 @@ def _artefact_figure(data: FigureData, task: str, view: View) -> Figure | None:
         _power_overlay(axes[0], task, split, row, points)
         suptitle(fig, f"{task}: exact match vs {cont} — verdict: {row['verdict']}")
     return fig
+
+
+def _check_legend(
+    data: FigureData, rows: pd.DataFrame, thresholds: pd.DataFrame, cont: str, points: pd.DataFrame
+) -> tuple[np.ndarray, int | None, list]:
+    """The artefact figure's legend by depth (each depth's check verdict, then what the marks mean), which
+    depths' exact match leaves its floor, and the answer length L of the token_accuracy^L overlay."""
+    floor = rows["verdict"].ne("no_jump").to_numpy() & np.isfinite(
+        rows["em_rise_start"].to_numpy(dtype=float)
+    )
+    length = rows["answer_len"].dropna()
+    power = (
+        int(length.iloc[0])
+        if len(length) and CONTINUOUS[0] in set(map(str, points["metric"].unique()))
+        else None
+    )
+    extra = [FIT_ENTRY]
+    shown = thresholds["metric"].astype(str).isin([DISCONTINUOUS, cont]).to_numpy()
+    if np.isfinite(thresholds.loc[shown, "threshold"]).any():
+        extra.append(THRESHOLD_ENTRY)
+    if power is not None:
+        extra.append((":", "", f"token_accuracy^{power}"))
+    if floor.any():
+        extra.append(("none", "^", "exact match leaves its floor"))
+    depths = list(rows["depth"])
+    labels = {d: _check_label(r, cont) for d, (_, r) in zip(depths, rows.iterrows(), strict=True)}
+    return floor, power, _depth_handles(data, labels, extra)
 
 
 def _depth_marks(
