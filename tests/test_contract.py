@@ -3,15 +3,15 @@
 analysis/ may not import emergence_lab (it runs without torch), so each side keeps its own list; this test
 is what keeps the two lists the same."""
 
-from emergence_lab import metrics, results
+from emergence_lab import contract, metrics
 from emergence_lab.analysis import schema
 
 
 def test_every_written_column_is_known_and_typed_by_analysis():
     typed = set(schema.STRING_COLUMNS) | set(schema.INT_COLUMNS) | set(schema.FLOAT_COLUMNS)
-    assert set(results.COLUMNS) <= typed
-    assert set(results.COLUMNS) <= set(schema.COLUMN_ORDER)
-    assert set(schema.MIN_COLUMNS) <= set(results.COLUMNS)
+    assert set(contract.COLUMNS) <= typed
+    assert set(contract.COLUMNS) <= set(schema.COLUMN_ORDER)
+    assert set(schema.MIN_COLUMNS) <= set(contract.COLUMNS)
 
 
 def test_metric_lists_and_directions_agree():

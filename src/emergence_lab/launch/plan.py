@@ -1,39 +1,35 @@
-"""Sweeps: plan a grid with Hydra's own sweep expansion, validate it, price it, and keep its manifest.
+"""Plan a sweep: expand a grid as Hydra's basic sweeper does, validate every run, and price it.
 
-Nothing here schedules jobs: Hydra's launchers (basic, joblib, submitit) do. This module only
-- expands `hydra.sweeper.params` plus command-line sweeps exactly as Hydra's BasicSweeper does,
+Nothing here launches anything: Hydra's launchers (basic, joblib, submitit) do. This module only
+- expands `hydra.sweeper.params` plus command-line sweeps into the jobs Hydra launches, in its order,
 - checks every planned run's config before any job starts (and that no two jobs share a run folder),
-- writes `<sweep_dir>/manifest.json` and reports the sweep's outcome (a Hydra callback),
-- works out how many CPU threads each job may use, given how many jobs its launcher runs at once,
-- prints the `--dry-run` cost table.
+- prices each run (parameters, steps, tokens, FLOPs, estimated time) for `--dry-run`,
+- hands the plan of a launch to the sweep callback (runs.py), so it is not composed twice.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import itertools
 import json
-import os
-import signal
-import sys
-import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from emergence_lab.results import atomic_write_text, read_run_info
-from emergence_lab.run_id import register_resolvers, run_id
+from emergence_lab.run.folder import atomic_write_text
+from emergence_lab.run.run_id import register_resolvers, run_id
 
-MANIFEST = "manifest.json"
-# Set by the sweep callback before any job starts, inherited by joblib and submitit worker processes: the
-# number of jobs in this launch, so a job knows how many run beside it (see jobs_at_once).
-LAUNCH_SIZE_ENV = "EMERGENCE_LAUNCH_SIZE"
+
+def _conf_dir() -> str:
+    """conf/ ships inside the package in a plain install; an editable install reads the repository's."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "conf"
+    return str(installed if (installed / "config.yaml").is_file() else package.parents[1] / "conf")
+
+
+CONF_DIR = _conf_dir()
 HYDRA_FLAGS_WITHOUT_RUN = {
     "--help",
     "-h",
@@ -44,10 +40,8 @@ HYDRA_FLAGS_WITHOUT_RUN = {
     "-i",
     "--shell-completion",
 }
-# Outcome of the last multirun in this process, over the runs it launched (read by the CLI for its exit code).
-SWEEP_SUMMARY: dict[str, int] = {}
-# The stop signal the launching process received during a joblib launch (and passed on to the workers).
-STOP_SIGNAL: list[int] = []
+# The plan of a launch, written by the launching command before Hydra starts, read by the sweep callback.
+PLAN_FILE = ".plan.json"
 
 
 @dataclass
@@ -66,24 +60,29 @@ class PlannedRun:
     est_seconds: float
 
 
-# The plan of the command line validated last, keyed by its overrides: the sweep callback reuses it instead
-# of composing every job's config once more.
-_PLAN_CACHE: dict[tuple[str, ...], list[PlannedRun]] = {}
-
-
 # ---- planning ---------------------------------------------------------------------------------------
 def expand(master: DictConfig, task_overrides: list[str]) -> list[list[str]]:
-    """The override list of every job, as Hydra's BasicSweeper would expand it."""
+    """The override list of every job, in the order Hydra's basic sweeper launches them: the study's
+    `hydra.sweeper.params`, then the command line; a later value of a key replaces an earlier one in its
+    place; the jobs are the product of every key's values, the last key varying fastest."""
     params = master.hydra.sweeper.get("params") or {}
     lines = [f"{k}={v}" for k, v in params.items()] + list(task_overrides)
-    parsed = OverridesParser.create().parse_overrides(lines)
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for job in batches[0]] if batches else [[]]
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(lines):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            kind = override.value_type.name if override.value_type else "?"
+            raise ValueError(f"{override.input_line}: a sweep must list its values (not {kind})")
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
     """Size, budget and cost of one run, from its composed config; raises ValueError on a bad config."""
-    from emergence_lab.spec import build_spec
+    from emergence_lab.run.spec import build_spec
 
     try:
         spec = build_spec(cfg)
@@ -146,8 +145,6 @@ def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from emergence_lab.train import CONF_DIR
-
     register_resolvers()
     overrides = [a for a in argv if not a.startswith("-")]
     multirun = any(a in ("-m", "--multirun") for a in argv)
@@ -160,10 +157,7 @@ def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
         _check_analysis_block(master)
         if not multirun:
             return master, [describe(master, overrides)]
-        runs = plan(GlobalHydra.instance().config_loader(), master, overrides)
-        _PLAN_CACHE.clear()
-        _PLAN_CACHE[tuple(o.input_line for o in parsed if not o.is_hydra_override())] = runs
-        return master, runs
+        return master, plan(GlobalHydra.instance().config_loader(), master, overrides)
 
 
 def _check_analysis_block(cfg: DictConfig) -> None:
@@ -191,292 +185,36 @@ def validate_overrides(argv: list[str]) -> str | None:
     try:
         plan_from_cli(argv)
     except Exception as exc:
-        return _one_line(exc)
+        return one_line(exc)
     return None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
-# ---- threads: jobs x threads <= cores --------------------------------------------------------------------
-def cpu_cores() -> int:
-    """The cores this process may use: CPU affinity and cgroup quotas counted, as joblib counts them."""
+def save_plan(sweep_dir: Path, task_overrides: list[str], runs: list[PlannedRun]) -> None:
+    doc = {"task_overrides": list(task_overrides), "runs": [asdict(r) for r in runs]}
+    atomic_write_text(Path(sweep_dir) / PLAN_FILE, json.dumps(doc) + "\n")
+
+
+def load_plan(sweep_dir: Path, task_overrides: list[str]) -> list[PlannedRun] | None:
+    """The plan `save_plan` left for these overrides (consumed: the file is removed), or None."""
+    path = Path(sweep_dir) / PLAN_FILE
     try:
-        from joblib import cpu_count
-
-        return max(1, int(cpu_count()))
-    except ImportError:  # pragma: no cover - joblib comes with hydra-joblib-launcher
-        return max(1, len(os.sched_getaffinity(0)))
-
-
-def jobs_at_once(launcher: Any, launch_size: int | None, cores: int) -> int:
-    """How many jobs of a launch run side by side on this machine: joblib runs n_jobs (negative: cores + 1 +
-    n_jobs, as joblib counts), submitit's local executor starts every job at once, the basic launcher one.
-    A SLURM job is alone on the cores SLURM gave it."""
-    target = str(launcher.get("_target_", "")) if launcher else ""
-    if "joblib" in target:
-        n_jobs = int(launcher.get("n_jobs") or 1)
-        n = cores + 1 + n_jobs if n_jobs < 0 else n_jobs
-    elif target.endswith("LocalLauncher"):
-        n = launch_size or cores
-    else:
-        n = 1
-    if launch_size:
-        n = min(n, launch_size)
-    return max(1, n)
-
-
-def threads_per_job(launcher: Any, launch_size: int | None, cores: int | None = None) -> int:
-    """CPU threads for one job with `trainer.threads=auto`: submitit's cpus_per_task when set (the cores
-    SLURM gave the job), else this machine's cores shared evenly by the jobs running at once."""
-    cpus = launcher.get("cpus_per_task") if launcher else None
-    if cpus:
-        return int(cpus)
-    cores = cores or cpu_cores()
-    return max(1, cores // jobs_at_once(launcher, launch_size, cores))
-
-
-# ---- the manifest and the outcome of a sweep ----------------------------------------------------------
-def write_manifest(
-    sweep_dir: Path, sweep: str, runs: list[PlannedRun], analysis: dict[str, Any] | None = None
-) -> None:
-    """Record every planned run; runs planned by earlier launches into the same folder are kept. `analysis`
-    is the study's block saying what `emergence analyze` should draw (x axis, metrics, figures)."""
-    path = sweep_dir / MANIFEST
-    with open(sweep_dir / ".manifest.lock", "a") as lock:  # two launches into one folder: no lost update
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        known: dict[str, Any] = {}
-        if path.exists():
-            old = json.loads(path.read_text())
-            known = {r["run_id"]: r for r in old.get("runs", [])}
-            if analysis is None:
-                analysis = old.get("analysis")
-        known.update({r.run_id: asdict(r) for r in runs})
-        doc = {
-            "sweep": sweep,
-            "analysis": analysis or {},
-            "runs": sorted(known.values(), key=lambda r: r["run_id"]),
-        }
-        atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
-
-
-def read_manifest_doc(sweep_dir: Path) -> dict[str, Any]:
-    path = Path(sweep_dir) / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def read_manifest(sweep_dir: Path) -> list[dict[str, Any]]:
-    return read_manifest_doc(sweep_dir).get("runs", [])
-
-
-def run_states(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every run of a sweep folder (planned or found), with its status from run.json:
-    completed / running / interrupted / failed / pending (planned, never started)."""
-    from emergence_lab.status import live_status
-
-    planned = read_manifest(sweep_dir)
-    rows: dict[str, dict[str, Any]] = {r["run_id"]: {**r, "status": "pending"} for r in planned}
-    for info_path in sorted(Path(sweep_dir).glob("*/run.json")):
-        info = read_run_info(info_path.parent) or {}
-        rid = info.get("run_id", info_path.parent.name)
-        rows[rid] = {**rows.get(rid, {"run_id": rid}), **info, "status": live_status(info_path.parent, info)}
-    return sorted(rows.values(), key=lambda r: r["run_id"])
-
-
-class SweepCallback(Callback):
-    """Writes the manifest before any job starts and reports the sweep's outcome when it ends."""
-
-    def __init__(self) -> None:
-        self.launched: set[str] = set()
-        self.replaced_handlers: dict[int, Any] = {}
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.core.global_hydra import GlobalHydra
-
-        register_resolvers()
-        SWEEP_SUMMARY.clear()
-        task_overrides = list(config.hydra.overrides.task)
-        runs = _PLAN_CACHE.get(tuple(task_overrides))
-        if runs is None or [r.overrides for r in runs] != expand(config, task_overrides):
-            runs = plan(GlobalHydra.instance().config_loader(), config, task_overrides)
-        self.launched = {r.run_id for r in runs}
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        analysis = config.get("analysis")
-        analysis = OmegaConf.to_container(analysis, resolve=True) if analysis is not None else None
-        write_manifest(sweep_dir, str(config.sweep), runs, analysis)  # type: ignore[arg-type]
-        os.environ[LAUNCH_SIZE_ENV] = str(len(runs))
-        launcher = config.hydra.launcher
-        if "joblib" in str(launcher.get("_target_", "")):
-            self.replaced_handlers = _pass_stop_signals_to_joblib_workers()
-        at_once = jobs_at_once(launcher, len(runs), cpu_cores())
-        threads = config.trainer.threads
-        if threads == "auto":
-            threads = threads_per_job(launcher, len(runs))
-        print(f"[sweep] {len(runs)} runs planned in {sweep_dir}", flush=True)
-        if str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
-            at_once = min(len(runs), int(launcher.get("array_parallelism") or len(runs)))
-            where = "SLURM array jobs"
-        else:
-            where = "on this machine"
-        print(f"[sweep] up to {at_once} at once ({where}), {threads} CPU threads each", flush=True)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        for sig, handler in self.replaced_handlers.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self.replaced_handlers = {}
-        states = run_states(Path(config.hydra.sweep.dir))
-        mine = [s for s in states if s["run_id"] in self.launched] if self.launched else states
-        counts = Counter(s["status"] for s in mine)
-        SWEEP_SUMMARY.update(counts, unfinished=len(mine) - counts["completed"])
-        order = ("completed", "failed", "interrupted", "running", "pending")
-        ranked = sorted(counts, key=lambda k: order.index(k) if k in order else len(order))
-        summary = ", ".join(f"{counts[k]} {k}" for k in ranked)
-        print(f"[sweep] {config.hydra.sweep.dir}: {summary}", flush=True)
-        for s in mine:
-            if s["status"] == "failed":
-                print(f"[sweep]   failed {s['run_id']}: {s.get('reason')}", flush=True)
-        if SWEEP_SUMMARY["unfinished"]:
-            print("[sweep] rerun the same command to resume unfinished runs", flush=True)
-
-
-# ---- signals that stop a run (recorder.py) or a joblib sweep -------------------------------------------
-def stop_signals() -> tuple[int, ...]:
-    """SIGTERM and SIGUSR1 always; inside a submitit job also submitit's preemption/timeout signal."""
-    signals = [signal.SIGTERM, signal.SIGUSR1]
-    preempt = submitit_signal()
-    if preempt is not None and preempt not in signals:
-        signals.append(preempt)
-    return tuple(signals)
-
-
-def submitit_signal() -> int | None:
-    """The signal submitit uses for preemption and timeouts, when this process is a submitit job."""
-    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        doc = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
-    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-    return getattr(signal, name, None)
+    path.unlink(missing_ok=True)
+    if doc.get("task_overrides") != list(task_overrides):
+        return None
+    return [PlannedRun(**r) for r in doc["runs"]]
 
 
-# How long the launching process of a joblib sweep waits, after a stop signal, for its workers to checkpoint.
-STOP_WAIT_S = 300.0
-
-
-def _pass_stop_signals_to_joblib_workers() -> dict[int, Any]:
-    """`kill <pid>` of a joblib sweep reaches only the launching process, which trains nothing: pass
-    SIGTERM / SIGUSR1 on to the workers, whose runs checkpoint and exit, and wait for them, since joblib
-    kills every other worker as soon as one exits; then the sweep ends (train.run_cli). A signal to the
-    whole process group (Ctrl-C, kill -TERM -<pgid>, scancel) reaches the workers as well. Returns the
-    handlers it replaced."""
-
-    def forward(signum: int, _frame: object) -> None:
-        if not STOP_SIGNAL:
-            STOP_SIGNAL.append(signum)
-        from joblib.externals.loky import reusable_executor
-
-        executor = reusable_executor._executor  # the executor joblib's loky backend reuses
-        pids = list(getattr(executor, "_processes", {}) or {})
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-        deadline = time.monotonic() + STOP_WAIT_S
-        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    return {sig: signal.signal(sig, forward) for sig in stop_signals()}
-
-
-def _running(pid: int) -> bool:
-    """Whether process `pid` runs: it exists and is not a zombie waiting to be reaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):  # no /proc: whether the pid exists at all
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return state not in ("Z", "X")
-
-
-# ---- `emergence sweep` ------------------------------------------------------------------------------
-def studies() -> list[str]:
-    from emergence_lab.train import CONF_DIR
-
-    return sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
-
-
-def sweep_cli(argv: list[str]) -> int:
-    if not argv or argv[0].startswith("-"):
-        print(f"usage: emergence sweep <study> [overrides...] [--dry-run]\nstudies: {', '.join(studies())}")
-        return 2
-    study, rest = argv[0], argv[1:]
-    if study not in studies():
-        choices = ", ".join(studies())
-        print(f"emergence sweep: unknown study {study!r}; choose from {choices}", file=sys.stderr)
-        return 2
-    dry_run = "--dry-run" in rest
-    rest = [a for a in rest if a != "--dry-run"]
-    # --cfg / --info / --help print instead of running, and Hydra takes them only without --multirun
-    info_only = any(a.split("=")[0] in HYDRA_FLAGS_WITHOUT_RUN for a in rest)
-    hydra_argv = [*([] if info_only else ["-m"]), f"experiment={study}", *rest]
-    if not dry_run:
-        from emergence_lab.train import run_cli
-
-        return run_cli(hydra_argv)
-    try:
-        master, runs = plan_from_cli(hydra_argv)
-    except Exception as exc:
-        print(f"emergence sweep: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    print_plan(runs, f"{study}: {len(runs)} runs -> {master.hydra.sweep.dir}")
-    return 0
-
-
-def print_plan(runs: list[PlannedRun], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_footer=True)
-    total_time = sum(r.est_seconds for r in runs)
-    columns = [
-        ("run", "run_id", "TOTAL"),
-        ("width", "width", ""),
-        ("depth", "depth", ""),
-        ("seed", "seed", ""),
-        ("n_params", "n_params", f"{sum(r.n_params for r in runs):,}"),
-        ("steps", "max_steps", f"{sum(r.max_steps for r in runs):,}"),
-        ("tokens", "tokens", f"{sum(r.tokens for r in runs):.3g}"),
-        ("FLOPs", "flops", f"{sum(r.flops for r in runs):.3g}"),
-        ("est. time", "est_seconds", _duration(total_time)),
+def launch_overrides(argv: list[str]) -> list[str]:
+    """The overrides of a command line that Hydra reports as `hydra.overrides.task` (not `hydra.*`)."""
+    overrides = [a for a in argv if not a.startswith("-")]
+    return [
+        o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()
     ]
-    for header, _, footer in columns:
-        table.add_column(header, footer=footer, justify="left" if header == "run" else "right")
-    for r in runs:
-        table.add_row(
-            r.run_id,
-            str(r.width),
-            str(r.depth),
-            str(r.seed),
-            f"{r.n_params:,}",
-            f"{r.max_steps:,}",
-            f"{r.tokens:.3g}",
-            f"{r.flops:.3g}",
-            _duration(r.est_seconds),
-        )
-    Console(width=160).print(table)
-    n_params, tokens, flops = (sum(getattr(r, k) for r in runs) for k in ("n_params", "tokens", "flops"))
-    print(
-        f"TOTAL {len(runs)} runs, {n_params:,} params, {tokens:.3g} tokens, {flops:.3g} FLOPs, "
-        f"est. {_duration(total_time)} serial"
-    )
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
