@@ -10,6 +10,7 @@ devices, and what to do when a signal stopped the run (the returned Outcome says
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emergence_lab.contract import SCHEMA_VERSION
 from emergence_lab.run.folder import RunFolder
@@ -53,6 +54,7 @@ def train(cfg: DictConfig, run_dir: Path, *, threads: int, devices: Devices) -> 
     `devices`: a count, "auto" or a list of indices)."""
     quiet_lightning_logs()  # again here: joblib and submitit run jobs in fresh processes
     folder = RunFolder(run_dir)
+    cfg = _in_folder(cfg, folder.path)
     with folder.lock() as acquired:
         if not acquired:
             print(f"[skip] {folder.name}: another live process holds this run", flush=True)
@@ -62,6 +64,16 @@ def train(cfg: DictConfig, run_dir: Path, *, threads: int, devices: Devices) -> 
             print(f"[skip] {folder.name}: already completed ({folder.path})", flush=True)
             return Outcome("completed")
         return _train_locked(cfg, folder, previous or {}, threads, devices)
+
+
+def _in_folder(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """`paths.output_dir` is Hydra's output folder (`${hydra:runtime.output_dir}`), which is the run folder:
+    set it, so resolving the config reads no Hydra state. `paths` is not part of the run id."""
+    cfg = copy.deepcopy(cfg)
+    if "paths" in cfg:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+    return cfg
 
 
 def _train_locked(
