@@ -108,3 +108,22 @@ def test_train_command_exit_code_comes_from_its_run_folder(tmp_path: Path) -> No
     _mark(run_dir, "completed")
     assert emergence_main(["train", *TINY, f"hydra.run.dir={run_dir}"]) == 0
     assert not (run_dir / "results.jsonl").exists()  # skipped, not trained
+
+
+def test_run_folder_keeps_attempts_and_drops_rows_after_the_resume_step(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "r")
+    with folder.lock() as acquired:
+        assert acquired
+        with RunFolder(folder.path).lock() as second:
+            assert not second  # another holder of the same folder is refused
+        assert folder.status(folder.start("r", "s", {})) == "running"  # held: live
+        folder.results.append([{"step": s, "value": 1.0} for s in (0, 10, 20)])
+        folder.finish("interrupted", "stopped", step=20)
+    assert folder.resume_step() is None  # no checkpoint was written
+    info = folder.read_info()
+    assert info is not None and info["status"] == "interrupted" and info["step"] == 20
+    again = RunFolder(folder.path)
+    assert again.start("r", "s", info)["attempts"] == 2 and again.info["started_at"] == info["started_at"]
+    assert again.truncate_after(10) == 1
+    assert [r["step"] for r in again.results.read()] == [0, 10]
+    assert RunFolder(tmp_path / "never").status() == "pending"

@@ -1,11 +1,10 @@
 """What a job may use: CPU threads (jobs x threads <= cores) and, with several GPUs visible, which GPU.
 
-Which GPU a one-device job of a parallel sweep trains on, when several are visible:
-
-Job k prefers GPU k mod n, but takes only a GPU that no other job on this machine holds (an advisory lock
-per physical GPU, held until the process starts its next job or exits), and a worker process that trained
-on a GPU before keeps it. Pinning by job number alone would let job k + n start on a GPU whose job k is
-still running while another GPU sits idle (joblib hands the next job to whichever worker is free).
+GPUs: job k of a parallel sweep, training on one device, prefers GPU k mod n, but takes only a GPU that no
+other job on this machine holds (an advisory lock per physical GPU, held until the process starts its next
+job or exits), and a worker process that trained on a GPU before keeps it. Pinning by job number alone would
+let job k + n start on a GPU whose job k is still running while another GPU sits idle (joblib hands the next
+job to whichever worker is free).
 
 Why Lightning's `devices=[i]` and not CUDA_VISIBLE_DEVICES: joblib's loky backend reuses worker processes and
 CUDA reads that variable once per process, so it could not move a reused worker to another GPU.
@@ -22,8 +21,8 @@ from typing import Any
 
 from emergence_lab.launch.launchers import Launcher
 
-# The GPU lock this process holds and the GPU it trained on last: a worker process keeps its GPU.
-
+# The GPU lock this process holds and the GPU it trained on last (a worker process keeps its GPU); private
+# to this process and this module.
 _held: dict[str, int | None] = {"fd": None}
 _last_gpu: list[int] = []
 
