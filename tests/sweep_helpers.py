@@ -32,6 +32,7 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
     env.pop("SLURM_JOB_ID", None)  # the tests never run under SLURM, even when the suite does
     env.pop("EMERGENCE_LAUNCH_SIZE", None)  # left by sweeps run inside the test process
+    env.pop("EMERGENCE_LAUNCHING_PID", None)
     return env
 
 

@@ -7,12 +7,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from emergence_lab.budget import Budget
+from emergence_lab.launch.plan import CONF_DIR
 from emergence_lab.model import TransformerConfig
-from emergence_lab.optim import OptimConfig
-from emergence_lab.run_id import register_resolvers, run_id
+from emergence_lab.run.budget import Budget
+from emergence_lab.run.optim import OptimConfig
+from emergence_lab.run.run_id import register_resolvers, run_id
 from emergence_lab.tasks import Task
-from emergence_lab.train import CONF_DIR
 
 register_resolvers()
 GROUPS = ["model", "task", "optim", "budget", "trainer", "logger", "experiment"]
@@ -93,7 +93,7 @@ def test_run_and_sweep_folders_use_the_run_id():
 
 
 def test_trainer_max_steps_replaces_the_budget_rule():
-    from emergence_lab.spec import build_spec
+    from emergence_lab.run.spec import build_spec
 
     assert build_spec(compose_with()).max_steps == 2000
     assert build_spec(compose_with("trainer.max_steps=77")).max_steps == 77

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from emergence_lab import contract, metrics, results
+from emergence_lab import contract, metrics
 from emergence_lab.analysis import collect, jsonl, schema, wandb_io
 from emergence_lab.analysis.console import Console
 from emergence_lab.contract import COLUMN_TYPES, RESULT_COLUMNS, SOURCE_COLUMNS, TABLE_ORDER
+from emergence_lab.run import folder
 
 # The pandas dtype analysis gives each contract type.
 PANDAS_DTYPE = {"str": "category", "int": "Int64", "float": "float64", "bool": "boolean"}
@@ -131,15 +132,13 @@ def test_training_metrics_are_the_contracts() -> None:
 
 
 def test_training_file_and_columns_are_the_contracts(tmp_path: Path) -> None:
-    """A row as training writes it goes through `results.ResultsWriter` and comes back from analysis's
+    """A row as training writes it goes through `folder.ResultsWriter` and comes back from analysis's
     reader with every contract column and the contract's types."""
-    assert results.COLUMNS == contract.COLUMNS and results.SCHEMA_VERSION == contract.SCHEMA_VERSION
-    assert (results.RESULTS_FILE, results.RUN_FILE) == (contract.RESULTS_FILE, contract.RUN_FILE)
     row = {c.name: SAMPLE[c.type] for c in RESULT_COLUMNS} | {"schema_version": contract.SCHEMA_VERSION}
-    writer = results.ResultsWriter(tmp_path)
+    writer = folder.ResultsWriter(tmp_path)
     writer.append([row])
     assert writer.path == tmp_path / contract.RESULTS_FILE
-    results.write_run_info(tmp_path, {"status": "completed"})
+    folder.write_run_info(tmp_path, {"status": "completed"})
     assert json.loads((tmp_path / contract.RUN_FILE).read_text())["status"] in contract.RUN_STATUSES
     console = Console(quiet=True)
     table = collect.collect([str(tmp_path)], console)

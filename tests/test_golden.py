@@ -20,7 +20,7 @@ ANALYZE_ARGS = ["--no-figures", "--quiet", "--boot", "50"]
 
 @pytest.mark.parametrize("study", sorted(json.loads((FIXTURES / "golden" / "run_ids.json").read_text())))
 def test_shipped_studies_keep_their_run_ids(study: str) -> None:
-    from emergence_lab.sweep import plan_from_cli
+    from emergence_lab.launch.plan import plan_from_cli
 
     expected = json.loads((FIXTURES / "golden" / "run_ids.json").read_text())[study]
     _, runs = plan_from_cli(["-m", f"experiment={study}"])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from emergence_lab import wandb_setup
+from emergence_lab.run import loggers as run_loggers
 
 WANDB_SPEC = {"_target_": "lightning.pytorch.loggers.WandbLogger", "project": "p", "job_type": "train"}
 
@@ -28,38 +28,38 @@ def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # ---- the mode ------------------------------------------------------------------------------------------
 def test_unset_mode_is_offline(no_credentials: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    assert wandb_setup.wandb_mode() == "offline"
+    assert run_loggers.wandb_mode() == "offline"
 
 
 def test_online_without_credentials_falls_back_to_offline(
     no_credentials: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert not wandb_setup.wandb_logged_in()
-    with caplog.at_level(logging.WARNING, logger="emergence_lab.wandb_setup"):
-        assert wandb_setup.wandb_mode() == "offline"
+    assert not run_loggers.wandb_logged_in()
+    with caplog.at_level(logging.WARNING, logger="emergence_lab.run.loggers"):
+        assert run_loggers.wandb_mode() == "offline"
     assert "no wandb credentials" in caplog.text
 
 
 def test_online_with_credentials_stays_online(no_credentials: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert wandb_setup.wandb_mode() == "online"
+    assert run_loggers.wandb_mode() == "online"
     monkeypatch.delenv("WANDB_API_KEY")
     netrc = no_credentials / ".netrc"
     netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "y" * 40 + "\n")
     netrc.chmod(0o600)
-    assert wandb_setup.wandb_logged_in()
-    assert wandb_setup.wandb_mode() == "online"
+    assert run_loggers.wandb_logged_in()
+    assert run_loggers.wandb_mode() == "online"
 
 
 def test_disabled_is_disabled_and_builds_no_logger(
     no_credentials: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert wandb_setup.wandb_mode() == "disabled"
+    assert run_loggers.wandb_mode() == "disabled"
     cfg = OmegaConf.create({"logger": WANDB_SPEC, "sweep": "s"})
-    assert wandb_setup.build_loggers(cfg, no_credentials, "r", "addition", {}, {}) == []
+    assert run_loggers.build_loggers(cfg, no_credentials, "r", "addition", {}, {}) == []
 
 
 # ---- the flat config -----------------------------------------------------------------------------------
@@ -87,12 +87,12 @@ def _build(
         made.update(kwargs)
         return SimpleNamespace(log_hyperparams=log_hyperparams)
 
-    monkeypatch.setattr(wandb_setup, "instantiate", fake_instantiate)
+    monkeypatch.setattr(run_loggers, "instantiate", fake_instantiate)
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = OmegaConf.create({"logger": WANDB_SPEC, "sweep": "demo"})
     resolved = {"model": {"width": 24, "depth": 2}, "seed": 1, "hydra": {"run": {"dir": "x"}}}
     static = {"width": 24, "depth": 2, "n_params": 2 * (12 * 24 * 24 + 2 * 24) + 24, "task": "addition"}
-    return wandb_setup.build_loggers(cfg, run_dir, "run-1", "addition", static, resolved), made
+    return run_loggers.build_loggers(cfg, run_dir, "run-1", "addition", static, resolved), made
 
 
 def test_flat_config_has_size_keys_and_dotted_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,15 +118,15 @@ def test_run_is_finished_when_log_hyperparams_raises(tmp_path: Path, monkeypatch
     with pytest.raises(RuntimeError, match="wandb said no"):
         loggers = _build(monkeypatch, tmp_path, start_then_fail)[0]
     assert loggers == [] and fake.run is not None  # what train.py holds when its `finally` runs
-    wandb_setup.finish_wandb()
+    run_loggers.finish_wandb()
     assert fake.run is None and fake.finished == 1
-    wandb_setup.finish_wandb()  # nothing left to close
+    run_loggers.finish_wandb()  # nothing left to close
     assert fake.finished == 1
 
 
 def test_finish_without_wandb_imported_does_not_import_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "wandb", raising=False)
-    wandb_setup.finish_wandb()
+    run_loggers.finish_wandb()
     assert "wandb" not in sys.modules
 
 
@@ -137,7 +137,7 @@ def test_rich_progress_bar_only_when_asked(progress_bar: bool, has_logger: bool,
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 
-    from emergence_lab.train import _callbacks
+    from emergence_lab.run.train import _callbacks
 
     recorder = pl.Callback()  # stands in for the RunRecorder
     callbacks = _callbacks(recorder, progress_bar, has_logger)  # type: ignore[arg-type]

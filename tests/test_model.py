@@ -146,7 +146,7 @@ def test_tied_embeddings_and_sequence_limit():
 
 
 def test_learning_rate_rules():
-    from emergence_lab.optim import OptimConfig
+    from emergence_lab.run.optim import OptimConfig
 
     capped = OptimConfig(lr=4e-3, base_width=32)
     assert [capped.hidden_lr(w) for w in (8, 32, 64, 128)] == [4e-3, 4e-3, 2e-3, 1e-3]

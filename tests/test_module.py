@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from emergence_lab.model import Transformer, TransformerConfig
-from emergence_lab.module import EmergenceModule
-from emergence_lab.optim import OptimConfig
+from emergence_lab.run.module import EmergenceModule
+from emergence_lab.run.optim import OptimConfig
 from emergence_lab.tasks import Addition
 from emergence_lab.tasks.base import TaskBatch
 

@@ -17,19 +17,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from emergence_lab.cli import main as emergence_main
-from emergence_lab.run_id import register_resolvers, run_id
-from emergence_lab.status import status_cli
-from emergence_lab.sweep import (
-    PlannedRun,
-    jobs_at_once,
-    plan_from_cli,
-    read_manifest_doc,
-    studies,
-    threads_per_job,
-    validate_overrides,
-    write_manifest,
-)
-from emergence_lab.train import CONF_DIR
+from emergence_lab.launch.launchers import jobs_at_once
+from emergence_lab.launch.plan import CONF_DIR, PlannedRun, plan_from_cli, validate_overrides
+from emergence_lab.launch.resources import threads_per_job
+from emergence_lab.launch.runs import read_manifest_doc, write_manifest
+from emergence_lab.launch.status import status_cli
+from emergence_lab.launch.sweep import studies
+from emergence_lab.run.run_id import register_resolvers, run_id
 
 register_resolvers()
 
@@ -244,7 +238,7 @@ def test_sweep_cfg_hydra_prints_the_launcher(capsys):
 
 # ---- wandb: one run per job, grouped by sweep ------------------------------------------------------------
 def test_wandb_run_per_job_grouped_by_sweep(tmp_path, monkeypatch):
-    from emergence_lab import wandb_setup
+    from emergence_lab.run import loggers
 
     made: list[dict[str, Any]] = []
 
@@ -256,14 +250,14 @@ def test_wandb_run_per_job_grouped_by_sweep(tmp_path, monkeypatch):
         made.append({**OmegaConf.to_container(spec), **kwargs})
         return FakeLogger()
 
-    monkeypatch.setattr(wandb_setup, "instantiate", fake_instantiate)
+    monkeypatch.setattr(loggers, "instantiate", fake_instantiate)
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_cfg("experiment=smoke", "logger=wandb")
     rid = run_id(cfg)
     static = {"run_id": rid, "task": "addition", "width": 16}
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    wandb_setup.build_loggers(cfg, tmp_path, rid, "addition", static, resolved)
-    wandb_setup.build_loggers(cfg, tmp_path, rid, "addition", static, resolved)  # the resumed job
+    loggers.build_loggers(cfg, tmp_path, rid, "addition", static, resolved)
+    loggers.build_loggers(cfg, tmp_path, rid, "addition", static, resolved)  # the resumed job
     first, again = made
     assert first["group"] == "smoke" and first["job_type"] == "train" and first["tags"] == ["addition"]
     assert first["name"] == rid and first["mode"] == "offline" and first["save_dir"] == str(tmp_path)
@@ -271,7 +265,7 @@ def test_wandb_run_per_job_grouped_by_sweep(tmp_path, monkeypatch):
     assert first["hparams"]["width"] == 16 and first["hparams"]["model.depth"] == cfg.model.depth
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert wandb_setup.build_loggers(cfg, tmp_path, rid, "addition", static, resolved) == []
+    assert loggers.build_loggers(cfg, tmp_path, rid, "addition", static, resolved) == []
 
 
 # ---- manifest ---------------------------------------------------------------------------------------
@@ -384,7 +378,7 @@ def test_status_usage_errors(tmp_path, capsys):
 
 # ---- signals, SLURM and GPUs inside a job ------------------------------------------------------------------
 def test_runs_stop_on_sigterm_sigusr1_and_submitits_preemption_signal(monkeypatch):
-    from emergence_lab.sweep import stop_signals
+    from emergence_lab.run.signals import stop_signals
 
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
     assert stop_signals() == (signal.SIGTERM, signal.SIGUSR1)
@@ -396,7 +390,7 @@ def test_runs_stop_on_sigterm_sigusr1_and_submitits_preemption_signal(monkeypatc
 
 
 def test_lightning_does_not_requeue_under_slurm(monkeypatch):
-    from emergence_lab.train import _cluster_plugins
+    from emergence_lab.run.train import _cluster_plugins
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert _cluster_plugins() == []
@@ -408,43 +402,44 @@ def test_lightning_does_not_requeue_under_slurm(monkeypatch):
 def test_parallel_jobs_are_pinned_to_one_gpu_each_by_job_number(monkeypatch, tmp_path):
     import torch
 
-    from emergence_lab import gpu_pin
-    from emergence_lab.train import _pin_device
+    from emergence_lab.launch import resources
 
-    monkeypatch.setattr(gpu_pin, "lock_dir", lambda: tmp_path)
+    monkeypatch.setattr(resources, "lock_dir", lambda: tmp_path)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     gpu = OmegaConf.create({"accelerator": "gpu", "devices": 1})
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     pinned = []
     for k in range(4):  # four worker processes, one job each, all running at once
-        gpu_pin._last_gpu.clear()
-        gpu_pin._held["fd"] = None  # keep the previous job's lock: it is another process's
-        pinned.append(_pin_device(gpu, k))
+        resources._last_gpu.clear()
+        resources._held["fd"] = None  # keep the previous job's lock: it is another process's
+        pinned.append(resources.pin_device(gpu, k))
     assert pinned == [[0], [1], [2], [3]]
-    gpu_pin._last_gpu.clear()
-    gpu_pin._held["fd"] = None
-    assert _pin_device(gpu, 5) == [1]  # every GPU busy: k mod n, unlocked
+    resources._last_gpu.clear()
+    resources._held["fd"] = None
+    assert resources.pin_device(gpu, 5) == [1]  # every GPU busy: k mod n, unlocked
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert _pin_device(gpu, 5) == 1
-    assert _pin_device(OmegaConf.create({"accelerator": "cpu", "devices": 1}), 5) == 1
+    assert resources.pin_device(gpu, 5) == 1
+    assert resources.pin_device(OmegaConf.create({"accelerator": "cpu", "devices": 1}), 5) == 1
 
 
 def test_a_job_takes_a_free_gpu_not_one_still_busy_and_a_worker_keeps_its_gpu(monkeypatch, tmp_path):
-    from emergence_lab import gpu_pin
+    from emergence_lab.launch import resources
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    gpu_pin._last_gpu.clear()
-    gpu_pin._held["fd"] = None
-    assert gpu_pin.claim_gpu(2, 0, tmp_path) == 0  # worker A: job 0 on GPU 0 (physical 3)
-    worker_a = gpu_pin._held["fd"]
-    gpu_pin._last_gpu.clear()
-    gpu_pin._held["fd"] = None
-    assert gpu_pin.claim_gpu(2, 1, tmp_path) == 1  # worker B: job 1 on GPU 1
-    assert gpu_pin.claim_gpu(2, 2, tmp_path) == 1  # B finished first; job 2 prefers GPU 0, which A still uses
+    resources._last_gpu.clear()
+    resources._held["fd"] = None
+    assert resources.claim_gpu(2, 0, tmp_path) == 0  # worker A: job 0 on GPU 0 (physical 3)
+    worker_a = resources._held["fd"]
+    resources._last_gpu.clear()
+    resources._held["fd"] = None
+    assert resources.claim_gpu(2, 1, tmp_path) == 1  # worker B: job 1 on GPU 1
+    assert (
+        resources.claim_gpu(2, 2, tmp_path) == 1
+    )  # B finished first; job 2 prefers GPU 0, which A still uses
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-3.lock", "gpu-5.lock"]
-    gpu_pin.release()
+    resources.release()
     os.close(worker_a)  # worker A exits
-    gpu_pin._last_gpu[:] = [1]
-    assert gpu_pin.claim_gpu(2, 4, tmp_path) == 1  # a worker keeps the GPU it had
-    gpu_pin.release()
-    gpu_pin._last_gpu.clear()
+    resources._last_gpu[:] = [1]
+    assert resources.claim_gpu(2, 4, tmp_path) == 1  # a worker keeps the GPU it had
+    resources.release()
+    resources._last_gpu.clear()

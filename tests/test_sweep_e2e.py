@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from emergence_lab.cli import main as emergence_main
-from emergence_lab.status import status_cli
-from emergence_lab.sweep import cpu_cores, plan_from_cli
+from emergence_lab.launch.plan import plan_from_cli
+from emergence_lab.launch.resources import cpu_cores
+from emergence_lab.launch.status import status_cli
 
 from sweep_helpers import (
     EVAL_STEPS,

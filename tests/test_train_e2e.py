@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import TINY, run_cli
 
+from emergence_lab.contract import COLUMNS, SCHEMA_VERSION
 from emergence_lab.metrics import METRICS
-from emergence_lab.results import COLUMNS, SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 

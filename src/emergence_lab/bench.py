@@ -45,8 +45,8 @@ def _lightning(width: int, depth: int, steps: int, warmup: int, digits: int, bat
     import torch
 
     from emergence_lab.model import Transformer, TransformerConfig
-    from emergence_lab.module import EmergenceModule
-    from emergence_lab.optim import OptimConfig
+    from emergence_lab.run.module import EmergenceModule
+    from emergence_lab.run.optim import OptimConfig
     from emergence_lab.tasks import Addition
 
     class Clock(pl.Callback):

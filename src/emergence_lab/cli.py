@@ -26,15 +26,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "train":
-        from emergence_lab.train import run_cli
+        from emergence_lab.launch.app import run_cli
 
         return run_cli(rest)
     if command == "sweep":
-        from emergence_lab.sweep import sweep_cli
+        from emergence_lab.launch.sweep import sweep_cli
 
         return sweep_cli(rest)
     if command == "status":
-        from emergence_lab.status import status_cli
+        from emergence_lab.launch.status import status_cli
 
         return status_cli(rest)
     if command == "analyze":

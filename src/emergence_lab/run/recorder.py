@@ -6,8 +6,8 @@ before the checkpoint, so a checkpoint at step S always has every row up to S on
 
 Signals only set a flag: the step in progress finishes, the checkpoint is written, training stops. Inside a
 submitit job (`hydra/launcher=submitit_*`), submitit's own handler for its preemption signal (USR2 unless
-SUBMITIT_PREEMPT_SIGNAL says otherwise) is kept as `preempt_handler`: train.py calls it once the checkpoint
-and run.json are on disk, so submitit then requeues the job, which resumes from that checkpoint.
+SUBMITIT_PREEMPT_SIGNAL says otherwise) is kept as `preempt_handler`: the launch layer calls it once the
+checkpoint and run.json are on disk, so submitit then requeues the job, which resumes from that checkpoint.
 """
 
 from __future__ import annotations
@@ -20,24 +20,24 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from emergence_lab.module import EmergenceModule
-from emergence_lab.results import ResultsWriter
-from emergence_lab.sweep import stop_signals, submitit_signal
-
-CHECKPOINT = "last.ckpt"
+from emergence_lab.contract import CHECKPOINT_FILE
+from emergence_lab.run.folder import RunFolder
+from emergence_lab.run.module import EmergenceModule
+from emergence_lab.run.signals import stop_signals, submitit_signal
 
 
 class RunRecorder(pl.Callback):
     def __init__(
         self,
-        run_dir: Path,
+        folder: RunFolder,
         static: dict[str, Any],
         eval_every: int,
         ckpt_every: int,
         answer_lens: dict[str, int],
     ) -> None:
-        self.writer = ResultsWriter(run_dir)
-        self.ckpt_dir = Path(run_dir) / "checkpoints"
+        self.folder = folder
+        self.writer = folder.results
+        self.ckpt_dir = folder.checkpoint_dir
         self.static = static
         self.eval_every = eval_every
         self.ckpt_every = ckpt_every
@@ -52,7 +52,7 @@ class RunRecorder(pl.Callback):
 
     @property
     def ckpt_path(self) -> Path:
-        return self.ckpt_dir / CHECKPOINT
+        return self.folder.checkpoint_path
 
     # ---- hooks -------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -147,7 +147,7 @@ class RunRecorder(pl.Callback):
 
     def _checkpoint(self, trainer: pl.Trainer) -> None:
         """Save to a temporary file and rename, so a kill mid-save never leaves a torn checkpoint."""
-        tmp = self.ckpt_dir / f".{CHECKPOINT}.tmp"
+        tmp = self.ckpt_dir / f".{CHECKPOINT_FILE}.tmp"
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.global_rank == 0:
             os.replace(tmp, self.ckpt_path)

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import sys
 from pathlib import Path
 from typing import Any
 
+from emergence_lab.launch.runs import run_states
+
 ORDER = ("failed", "interrupted", "running", "pending", "completed")
-
-
-def live_status(run_dir: Path, info: dict[str, Any]) -> str:
-    """run.json says "running" also for a run whose process was killed; the run's lock tells them apart."""
-    status = str(info.get("status", "pending"))
-    if status != "running":
-        return status
-    lock = run_dir / ".lock"
-    if not lock.exists():
-        return "interrupted"
-    # append mode: write access without truncating; NFS emulates flock with locks that need it
-    with open(lock, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held by a live process (BlockingIOError), or no locks here: trust run.json
-            return "running"
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return "interrupted"
 
 
 def _sort_key(state: dict[str, Any]) -> tuple[int, str]:
@@ -36,8 +19,6 @@ def _sort_key(state: dict[str, Any]) -> tuple[int, str]:
 def status_cli(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
-
-    from emergence_lab.sweep import run_states
 
     if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: emergence status <sweep_dir>", file=sys.stderr)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from emergence_lab.budget import Budget
 from emergence_lab.model import TransformerConfig
-from emergence_lab.optim import OptimConfig
+from emergence_lab.run.budget import Budget
+from emergence_lab.run.optim import OptimConfig
 from emergence_lab.tasks.base import Task
 
 

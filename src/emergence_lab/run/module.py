@@ -17,7 +17,7 @@ from lightning.fabric.utilities.throughput import get_available_flops
 
 from emergence_lab.evaluation import evaluate
 from emergence_lab.model import Transformer
-from emergence_lab.optim import OptimConfig
+from emergence_lab.run.optim import OptimConfig
 from emergence_lab.tasks.base import Task, TaskBatch
 
 

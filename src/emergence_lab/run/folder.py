@@ -1,0 +1,226 @@
+"""The run folder: `run.json` (status and provenance), `results.jsonl` (the contract with analysis),
+`config.yaml`, `checkpoints/last.ckpt`, `error.log`, and the lock that says a live process holds the run.
+
+`results.jsonl` holds one JSON object per measurement. Each evaluation's rows go to disk in a single
+append-mode `write` followed by `fsync`, so a run killed at any moment leaves only whole lines behind.
+`run.json` is replaced atomically (write a temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from emergence_lab.contract import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    ERROR_LOG,
+    LOCK_FILE,
+    RESULTS_FILE,
+    RUN_FILE,
+    SCHEMA_VERSION,
+)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultsWriter:
+    """Appends measurement rows to `<run_dir>/results.jsonl`."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / RESULTS_FILE
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(row, allow_nan=True) + "\n" for row in rows).encode()
+        if not data:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every whole, parseable row (a torn last line from a crash is skipped)."""
+        if not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def keep_until(self, step: int) -> int:
+        """Drop rows measured after `step` (and torn lines); used when resuming from a checkpoint at `step`,
+        so the resumed run re-measures those steps without duplicating rows. Returns rows dropped."""
+        if not self.path.exists():
+            return 0
+        lines = self.path.read_text().splitlines()
+        kept = [json.dumps(r) for r in self.read() if r.get("step", 0) <= step]
+        if len(kept) != len(lines):
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        return len(lines) - len(kept)
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / RUN_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+    atomic_write_text(Path(run_dir) / RUN_FILE, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunFolder:
+    """One run's folder and its life cycle: lock it, `start` (run.json says "running" before anything can
+    fail), find the step to resume from and drop rows measured after it, then `finish` with a status.
+
+    run.json keeps the history of attempts: their count, the first start, the summed wall time and the steps
+    each resume started from."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.results = ResultsWriter(self.path)
+        self.info: dict[str, Any] = {}
+        self._started = time.time()
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.checkpoint_dir / CHECKPOINT_FILE
+
+    @contextmanager
+    def lock(self) -> Iterator[bool]:
+        """An exclusive advisory lock on the run folder (True when acquired); the kernel releases it if the
+        process dies."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK_FILE, "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def read_info(self) -> dict[str, Any] | None:
+        return read_run_info(self.path)
+
+    def status(self, info: dict[str, Any] | None = None) -> str:
+        """completed / running / interrupted / failed, or pending without a run.json. run.json says
+        "running" also for a run whose process was killed; the run's lock tells them apart."""
+        info = self.read_info() if info is None else info
+        status = str((info or {}).get("status", "pending"))
+        if status != "running":
+            return status
+        lock = self.path / LOCK_FILE
+        if not lock.exists():
+            return "interrupted"
+        # append mode: write access without truncating; NFS emulates flock with locks that need it
+        with open(lock, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by a live process (BlockingIOError), or no locks here: trust run.json
+                return "running"
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return "interrupted"
+
+    def start(self, run_id: str, sweep: str, previous: dict[str, Any]) -> dict[str, Any]:
+        """Record a new attempt as "running", carrying over what earlier attempts recorded."""
+        self._started = time.time()
+        self.info = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run_id,
+            "sweep": sweep,
+            "status": "running",
+            "reason": None,
+            "attempts": int(previous.get("attempts", 0)) + 1,
+            "started_at": previous.get("started_at") or now(),
+            "wall_time_s": float(previous.get("wall_time_s", 0.0)),
+            "host": os.uname().nodename,
+            "pid": os.getpid(),
+        }
+        for key in ("resumed_from_steps", "step"):
+            if key in previous:
+                self.info[key] = previous[key]
+        self.write_info()
+        return self.info
+
+    def write_info(self, **fields: Any) -> None:
+        self.info.update(fields)
+        write_run_info(self.path, self.info)
+
+    def write_config(self, text: str) -> None:
+        atomic_write_text(self.path / CONFIG_FILE, text)
+
+    def resume_step(self) -> int | None:
+        """The step of the checkpoint this attempt resumes from, or None when there is none."""
+        if not self.checkpoint_path.exists():
+            return None
+        import torch
+
+        ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        return int(ckpt["global_step"])
+
+    def truncate_after(self, step: int) -> int:
+        """Drop rows measured after `step` (-1: every row), so a resumed run re-measures them without
+        duplicates. Returns the number of rows dropped."""
+        return self.results.keep_until(step)
+
+    def record_resume(self, step: int) -> None:
+        self.info["resumed_from_steps"] = [*self.info.get("resumed_from_steps", []), step]
+
+    def fail(self, exc: BaseException) -> str:
+        """The reason `exc` failed the run, in one line; the traceback of the exception being handled goes
+        to error.log."""
+        (self.path / ERROR_LOG).write_text(traceback.format_exc())
+        return f"{type(exc).__name__}: {exc}".strip()[:2000]
+
+    def finish(self, status: str, reason: str | None, step: int | None = None) -> None:
+        if step is not None:
+            self.info["step"] = step
+        wall = round(float(self.info.get("wall_time_s", 0.0)) + time.time() - self._started, 3)
+        self.write_info(status=status, reason=reason, ended_at=now(), wall_time_s=wall)
