@@ -28,9 +28,10 @@ test: setup  ## the whole test suite (what CI runs), wandb disabled
 test-fast: setup  ## the suite without the end-to-end runs
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "not slow"
 
-lint: setup  ## ruff lint and format check
+lint: setup  ## ruff lint and format check, and the import layers (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: setup  ## apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix .
