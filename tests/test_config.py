@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from emergence_lab.launch.plan import CONF_DIR
+from emergence_lab.launch.configs import CONF_DIR
 from emergence_lab.model import TransformerConfig
 from emergence_lab.run.budget import Budget
 from emergence_lab.run.optim import OptimConfig

@@ -12,7 +12,8 @@ from conftest import TINY
 from hydra import compose, initialize_config_dir
 
 from emergence_lab.cli import main as emergence_main
-from emergence_lab.launch.plan import CONF_DIR, plan_from_cli
+from emergence_lab.launch.configs import CONF_DIR
+from emergence_lab.launch.plan import plan_from_cli
 from emergence_lab.launch.runs import exit_code, launched_states, write_manifest
 from emergence_lab.run.folder import RunFolder
 from emergence_lab.run.train import train

@@ -17,8 +17,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from emergence_lab.cli import main as emergence_main
+from emergence_lab.launch.configs import CONF_DIR
 from emergence_lab.launch.launchers import jobs_at_once
-from emergence_lab.launch.plan import CONF_DIR, PlannedRun, plan_from_cli, validate_overrides
+from emergence_lab.launch.plan import PlannedRun, plan_from_cli, validate_overrides
 from emergence_lab.launch.resources import threads_per_job
 from emergence_lab.launch.runs import read_manifest_doc, write_manifest
 from emergence_lab.launch.status import status_cli
@@ -443,3 +444,34 @@ def test_a_job_takes_a_free_gpu_not_one_still_busy_and_a_worker_keeps_its_gpu(mo
     assert resources.claim_gpu(2, 4, tmp_path) == 1  # a worker keeps the GPU it had
     resources.release()
     resources._last_gpu.clear()
+
+
+# ---- a user's own study folder -------------------------------------------------------------------------
+def test_a_users_study_folder_is_on_the_search_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from emergence_lab.launch.sweep import sweep_cli
+
+    (tmp_path / "tiny_mod.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /task: modular\nsweep: tiny_mod\ntask:\n  p: 11\n"
+        "hydra:\n  sweeper:\n    params:\n      model.width: 8,16\n      seed: 0,1,2\n"
+    )
+    monkeypatch.setenv("EMERGENCE_STUDY_PATH", str(tmp_path))
+    assert "tiny_mod" in studies() and "demo" in studies()
+    master, runs = plan_from_cli(["-m", "experiment=tiny_mod"])
+    assert master.task.p == 11 and master.sweep == "tiny_mod"
+    assert sorted((r.width, r.seed) for r in runs) == [(w, s) for w in (8, 16) for s in (0, 1, 2)]
+    assert {r.task for r in runs} == {"modular"}
+    assert sweep_cli(["tiny_mod", "--dry-run"]) == 0
+
+
+def test_a_missing_or_clashing_study_folder_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emergence_lab.launch.sweep import sweep_cli
+
+    monkeypatch.setenv("EMERGENCE_STUDY_PATH", str(tmp_path / "nowhere"))
+    assert sweep_cli(["demo", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().endswith("no such folder: " + str(tmp_path / "nowhere"))
+    (tmp_path / "demo.yaml").write_text("# @package _global_\nsweep: mine\n")
+    monkeypatch.setenv("EMERGENCE_STUDY_PATH", str(tmp_path))
+    assert sweep_cli(["demo", "--dry-run"]) == 2
+    assert "study 'demo' is in both" in capsys.readouterr().err

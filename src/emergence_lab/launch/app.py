@@ -13,9 +13,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from emergence_lab.launch.configs import CONF_DIR, register_user_studies
 from emergence_lab.launch.launchers import LAUNCH_SIZE_ENV, LAUNCHING_PID_ENV, Launcher
 from emergence_lab.launch.plan import (
-    CONF_DIR,
     HYDRA_FLAGS_WITHOUT_RUN,
     launch_overrides,
     one_line,
@@ -84,6 +84,11 @@ def run_cli(argv: list[str]) -> int:
     """Run the Hydra app with `argv` as its command line. Exit code: 0 when every run of this command is
     completed, 1 when one failed or is unfinished, 128 + N when signal N stopped it (rerun to resume)."""
     register_resolvers()
+    try:
+        register_user_studies()
+    except ValueError as exc:
+        print(f"emergence train: {exc}", file=sys.stderr)
+        return 2
     if any(a.split("=")[0] in HYDRA_FLAGS_WITHOUT_RUN for a in argv):  # prints, trains nothing
         error, _ = _hydra(argv)
         if error is not None:

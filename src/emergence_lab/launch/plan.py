@@ -18,18 +18,10 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from emergence_lab.launch.configs import CONF_DIR, register_user_studies
 from emergence_lab.run.folder import atomic_write_text
 from emergence_lab.run.run_id import register_resolvers, run_id
 
-
-def _conf_dir() -> str:
-    """conf/ ships inside the package in a plain install; an editable install reads the repository's."""
-    package = Path(__file__).resolve().parents[1]
-    installed = package / "conf"
-    return str(installed if (installed / "config.yaml").is_file() else package.parents[1] / "conf")
-
-
-CONF_DIR = _conf_dir()
 HYDRA_FLAGS_WITHOUT_RUN = {
     "--help",
     "-h",
@@ -146,6 +138,7 @@ def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
     from hydra.core.global_hydra import GlobalHydra
 
     register_resolvers()
+    register_user_studies()
     overrides = [a for a in argv if not a.startswith("-")]
     multirun = any(a in ("-m", "--multirun") for a in argv)
     parsed = OverridesParser.create().parse_overrides(overrides)

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from emergence_lab.launch.plan import CONF_DIR, HYDRA_FLAGS_WITHOUT_RUN, PlannedRun, one_line, plan_from_cli
-
-
-def studies() -> list[str]:
-    return sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+from emergence_lab.launch.configs import studies
+from emergence_lab.launch.plan import HYDRA_FLAGS_WITHOUT_RUN, PlannedRun, one_line, plan_from_cli
 
 
 def sweep_cli(argv: list[str]) -> int:
+    try:
+        known = studies()
+    except ValueError as exc:
+        print(f"emergence sweep: {exc}", file=sys.stderr)
+        return 2
     if not argv or argv[0].startswith("-"):
-        print(f"usage: emergence sweep <study> [overrides...] [--dry-run]\nstudies: {', '.join(studies())}")
+        print(f"usage: emergence sweep <study> [overrides...] [--dry-run]\nstudies: {', '.join(known)}")
         return 2
     study, rest = argv[0], argv[1:]
-    if study not in studies():
-        choices = ", ".join(studies())
+    if study not in known:
+        choices = ", ".join(known)
         print(f"emergence sweep: unknown study {study!r}; choose from {choices}", file=sys.stderr)
         return 2
     dry_run = "--dry-run" in rest
