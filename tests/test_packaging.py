@@ -62,6 +62,11 @@ def test_a_plain_install_records_its_version_and_commit(installed: Path, tmp_pat
     if head.returncode == 0:  # a git checkout: the build saw its commit
         assert commit.lstrip("g").startswith(head.stdout.strip())
     assert version and version != "0.0.0"
+    state = _run(
+        installed, tmp_path, "-c", "from emergence_lab.run.provenance import git_state; print(git_state())"
+    )
+    assert state.returncode == 0, state.stderr
+    assert f"'git_sha': '{commit.removeprefix('g')}'" in state.stdout
 
 
 @pytest.mark.slow

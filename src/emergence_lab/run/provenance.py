@@ -10,9 +10,18 @@ from typing import Any
 
 
 def git_state(start: Path | None = None) -> dict[str, Any]:
-    """The commit the code came from and whether tracked files had uncommitted changes."""
+    """The commit the code came from and whether tracked files had uncommitted changes: git's answer when
+    this file is tracked by a checkout (an editable install), else the commit recorded when the package was
+    built (a plain install, even one inside some other repository's virtualenv), else "unknown"."""
     cwd = Path(start or Path(__file__).parent)
     try:
+        subprocess.run(
+            ["git", "ls-files", "--error-unmatch", Path(__file__).name],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            check=True,
+            timeout=10,
+        )
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
@@ -34,7 +43,7 @@ def _built_commit() -> str:
         from emergence_lab._version import __commit__
     except ImportError:
         return "unknown"
-    return str(__commit__ or "unknown")
+    return str(__commit__ or "unknown").removeprefix("g")
 
 
 def package_versions() -> dict[str, str | None]:
