@@ -207,19 +207,20 @@ def _artefact_rows(draws: int, seed: int) -> pd.DataFrame:
     rows = []
     for i in range(draws):
         u = _sizes(8)
-        # artefact: -log token accuracy falls as a power law, slowly (1 decade halves it 1/alpha times)
-        length = int(rng.integers(5, 11))
-        uc = rng.uniform(u[3], u[5])
-        tok = np.exp(-(10.0 ** (-rng.uniform(0.6, 1.0) * (u - uc))) * 0.3)
+        # artefact: per-token accuracy exp(-10^(-alpha (u - uc))), exact match its L-th power; with L long
+        # enough the token accuracy completes much of its rise while exact match sits at its floor
+        length = int(rng.integers(20, 61))
+        alpha = rng.uniform(1.4, 2.0)
+        em_mid = rng.uniform(u[4], u[6])
+        uc = em_mid - math.log10(length / math.log(2)) / alpha
+        tok = np.exp(-(10.0 ** (-alpha * (u - uc))))
         for name, token_curve, truth, known_len in (
             ("metric artefact (L known)", tok, "metric_induced", length),
             ("metric artefact (L unknown)", tok, "metric_induced", None),
         ):
             t_obs = np.clip(token_curve + rng.normal(0, 0.01, u.size), 0, 1)
             e_obs = np.clip(token_curve**length + rng.normal(0, 0.01, u.size), 0, 1)
-            res = metric_check(
-                10**u, e_obs, t_obs, em, ta, answer_len=known_len, options=DetectOptions(seed=i)
-            )
+            res = metric_check(10**u, e_obs, t_obs, em, ta, answer_len=known_len, options=DetectOptions(seed=i))
             rows.append({"regime": name, "verdict": res.verdict, "truth": truth})
         mid = rng.uniform(u[3], u[5])
         e_obs = np.clip(0.9 * _sig(u, mid, 0.3) + rng.normal(0, 0.01, u.size), 0, 1)

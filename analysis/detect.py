@@ -47,6 +47,7 @@ DEFINITION = (
     "decide; a power statement says what would."
 )
 
+JUMP_RESID = True
 VERDICTS = ("emergent", "smooth", "absent", "inconclusive")
 _WIDTH_FACTOR = 2.0 * math.log(9.0)  # k = _WIDTH_FACTOR / (10-90% width of a logistic)
 _MAD = 0.6744897501960817  # median |N(0,1)|
@@ -64,7 +65,7 @@ class DetectOptions:
     power_target: float = 0.8
     seed: int = 0
     n_midpoints: int = 25
-    min_se_frac: float = 1e-3  # noise floor, as a fraction of the range
+    min_se_frac: float = 1e-6  # guards against zero noise only: a larger floor breaks the bootstrap's pivot
 
     def definition(self) -> str:
         return DEFINITION.format(
@@ -118,6 +119,7 @@ class _Curve:
     scale: float | None  # metric units per z unit; None: no rise criterion possible
     sign: float  # +1 higher is better, -1 lower is better
     origin: float  # metric value at z = 0
+    bounds: tuple[float, float]  # the metric's bounds in z units (simulated draws are clipped to them)
 
 
 def _as_obs(values: Sequence) -> list[np.ndarray]:
@@ -129,18 +131,20 @@ def _as_obs(values: Sequence) -> list[np.ndarray]:
 
 
 def _curve_noise_batch(z: np.ndarray) -> np.ndarray:
-    """The curve's own scatter, as the SE of one size's mean (B, n) -> (B,): the median absolute successive
-    difference with the largest left out, and the same of the differences minus their median (blind to a
-    linear trend); the smaller of the two. Either is a valid choice because the bootstrap re-estimates it in
-    every draw; the smaller keeps power both for a jump on a plateau and for one on a rising trend."""
+    """The curve's own scatter as the SE of one size's mean, (B, n) -> (B,). From the successive differences
+    with the largest left out (one jump cannot inflate it): the smaller of their root mean square (the curve
+    as a series of plateaus) and their standard deviation (blind to a linear trend), each divided by sqrt(2).
+    Either is a valid choice because the bootstrap re-estimates it in every draw; the smaller keeps power both
+    for a jump on a plateau and for one on a rising trend. Sums of squares, not medians: at 5 sizes a median
+    of 3 differences is too often near zero."""
     d = np.diff(z, axis=1)
     if d.shape[1] < 2:
         return np.zeros(z.shape[0])
-    out = []
-    for e in (d, d - np.median(d, axis=1, keepdims=True)):
-        e = np.sort(np.abs(e), axis=1)[:, :-1]
-        out.append(np.median(e, axis=1) / (_MAD * math.sqrt(2.0)))
-    return np.minimum(*out)
+    rest = np.take_along_axis(d, np.argsort(np.abs(d), axis=1)[:, :-1], axis=1)
+    rms = np.sqrt((rest**2).mean(axis=1) / 2.0)
+    if rest.shape[1] < 2:
+        return rms
+    return np.minimum(rms, rest.std(axis=1, ddof=1) / math.sqrt(2.0))
 
 
 def _curve_noise(z: np.ndarray) -> float:
@@ -194,7 +198,14 @@ def _prepare(
     floor_se = opts.min_se_frac * (spec.range / unit if spec.range is not None else 1.0)
     cand = np.stack([np.full(len(obs), floor_se), se_eval / np.sqrt(k), np.sqrt(seed_var / k)])
     src = np.array(["floor", "eval", "seeds"])[np.argmax(cand, axis=0)]
-    return _Curve(np.log10(x), z, k, cand.max(axis=0), src, scale, sign, origin)
+    lo, hi = spec.lower, spec.upper
+    if sign < 0:
+        lo, hi = hi, lo
+    zb = tuple(
+        float((sign * b - sign * origin) / unit) if b is not None else float(edge)
+        for b, edge in ((lo, -np.inf), (hi, np.inf))
+    )
+    return _Curve(np.log10(x), z, k, cand.max(axis=0), src, scale, sign, origin, zb)
 
 
 # ---- vectorised fits --------------------------------------------------------------------------------------
@@ -249,6 +260,12 @@ class _Stats:
 
 def _statistics(z: np.ndarray, fixed_se: np.ndarray, u: np.ndarray, grid: _Grid) -> _Stats:
     sigma_c = _curve_noise_batch(z)
+    if JUMP_RESID and u.size > 3:
+        rel = (fixed_se.min() / fixed_se) ** 2
+        r0, _, h0 = _wls_two(z, np.broadcast_to(rel, z.shape), grid.basis)
+        best = np.where(grid.jump[None, :] & (h0 > 0), r0, np.inf).min(axis=1)
+        best = np.where(np.isfinite(best), best, r0.min(axis=1))
+        sigma_c = np.minimum(sigma_c, np.sqrt(best / (u.size - 3)))
     se = np.maximum(fixed_se[None, :], sigma_c[:, None])
     w = 1.0 / se**2
     rss, a, h = _wls_two(z, w, grid.basis)
@@ -264,7 +281,7 @@ def _p_value(t: float, null: np.ndarray) -> float:
     """Bootstrap p-value; beyond its resolution, the tail of a scaled chi-square fitted to the null draws."""
     exceed = int((null >= t - 1e-12).sum())
     p_emp = (1 + exceed) / (1 + null.size)
-    if exceed >= 10:
+    if exceed > 0:
         return p_emp
     mean, var = float(null.mean()), float(null.var())
     if mean <= 0 or var <= 0:
@@ -317,9 +334,10 @@ def _power(
     crit: float,
     rng: np.random.Generator,
     n: int,
+    bounds: tuple[float, float],
 ) -> float:
     """Share of simulated curves (mean + noise) whose jump statistic exceeds the test's critical value."""
-    draws = mean[None, :] + rng.standard_normal((n, mean.size)) * se[None, :]
+    draws = np.clip(mean[None, :] + rng.standard_normal((n, mean.size)) * se[None, :], *bounds)
     return float((_statistics(draws, fixed_se, u, grid).t_jump > crit).mean())
 
 
@@ -391,10 +409,10 @@ def detect(
     a_l, b_l = obs_st.line[0][0], obs_st.line[1][0]
     line_mean = a_l + b_l * u
     noise = rng.standard_normal((opts.n_boot, n)) * se[None, :]
-    null_line = _statistics(line_mean[None, :] + noise, curve.fixed_se, u, grid)
+    null_line = _statistics(np.clip(line_mean[None, :] + noise, *curve.bounds), curve.fixed_se, u, grid)
     w = 1 / se**2
     flat_mean = np.full(n, float((w * z).sum() / w.sum()))
-    null_flat = _statistics(flat_mean[None, :] + noise, curve.fixed_se, u, grid)
+    null_flat = _statistics(np.clip(flat_mean[None, :] + noise, *curve.bounds), curve.fixed_se, u, grid)
     t_jump, t_change = float(obs_st.t_jump[0]), float(obs_st.t_change[0])
     p_jump = _p_value(t_jump, null_line.t_jump)
     p_change = _p_value(t_change, null_flat.t_change)
@@ -481,7 +499,7 @@ def detect(
         planted = float(z[: opts.plateau].mean()) + planted_z * planted_shape
         n_pow = min(opts.n_power, opts.n_boot)
         if p_change >= opts.alpha and not shape_ok:
-            power = _power(planted, se, curve.fixed_se, u, grid, crit, rng, n_pow)
+            power = _power(planted, se, curve.fixed_se, u, grid, crit, rng, n_pow, curve.bounds)
             if power >= opts.power_target:
                 verdict = "absent"
                 reason = (
@@ -493,7 +511,7 @@ def detect(
                 reason = f"no significant change (p = {p_change:.2g}), but the noise could hide a jump"
         else:
             verdict = "inconclusive"
-            power = _power(planted, se, curve.fixed_se, u, grid, crit, rng, n_pow)
+            power = _power(planted, se, curve.fixed_se, u, grid, crit, rng, n_pow, curve.bounds)
             reason = f"jump-shaped, but a jump does not beat the line significantly (p = {p_jump:.2g})"
         if verdict == "inconclusive":
             j = int(np.clip(np.searchsorted(u, place, side="right") - 1, 0, n - 2))
@@ -502,7 +520,7 @@ def detect(
             for m in (1, 2, 3, 5, 10):
                 se_m = se.copy()
                 se_m[at] = se[at] * np.sqrt(curve.k[at] / (curve.k[at] + m))
-                p_m = _power(planted, se_m, curve.fixed_se * se_m / se, u, grid, crit, rng, n_pow)
+                p_m = _power(planted, se_m, curve.fixed_se * se_m / se, u, grid, crit, rng, n_pow, curve.bounds)
                 if p_m >= opts.power_target:
                     extra = (m, p_m)
                     break
@@ -620,7 +638,8 @@ def metric_check(
     3. Otherwise a continuous metric improving steadily over exact match's floor sizes: `metric_induced`.
     4. Else `inconclusive`.
     "Steadily": over the floor sizes (at least 3) it rises by at least 2 SE of a difference, and not all in its
-    last step (the largest step is at most 2/3 of the rise), so a metric that lifts one size before exact match
+    last step (its last step before exact match rises is at most 2/3 of it; a power law's
+    first steps are its largest), so a metric that lifts one size before exact match
     (a joint jump seen at coarse sizes) does not count as a smooth precursor."""
     opts = options or DetectOptions()
     x = np.asarray(sizes, dtype=float)
@@ -642,7 +661,7 @@ def metric_check(
         steps = np.diff(cz)
         total = float(cz[-1] - cz[0])
         se_diff = math.sqrt(2.0) * (ct.noise_se / unit)
-        steady = total >= max(2 * se_diff, 0.02) and float(steps.max()) <= (2 / 3) * total
+        steady = total >= max(2 * se_diff, 0.02) and float(steps[-1]) <= (2 / 3) * total
     pow_ok = None
     if answer_len is not None and continuous_spec.name == "token_accuracy":
         pred = np.clip(c, 0, 1) ** answer_len
