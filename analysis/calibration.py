@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from emergence_lab.analysis.detect import DetectOptions, Detection, detect, metric_check
+from emergence_lab.analysis.detect import Detection, DetectOptions, detect, metric_check
 from emergence_lab.contract import Metric, metric
 
 SPACING = 0.5
@@ -220,7 +220,9 @@ def _artefact_rows(draws: int, seed: int) -> pd.DataFrame:
         ):
             t_obs = np.clip(token_curve + rng.normal(0, 0.01, u.size), 0, 1)
             e_obs = np.clip(token_curve**length + rng.normal(0, 0.01, u.size), 0, 1)
-            res = metric_check(10**u, e_obs, t_obs, em, ta, answer_len=known_len, options=DetectOptions(seed=i))
+            res = metric_check(
+                10**u, e_obs, t_obs, em, ta, answer_len=known_len, options=DetectOptions(seed=i)
+            )
             rows.append({"regime": name, "verdict": res.verdict, "truth": truth})
         mid = rng.uniform(u[3], u[5])
         e_obs = np.clip(0.9 * _sig(u, mid, 0.3) + rng.normal(0, 0.01, u.size), 0, 1)

@@ -24,6 +24,7 @@ Why these statistics (issue 9):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,19 +34,24 @@ from scipy.special import expit
 
 from emergence_lab.contract import Metric
 
-DEFINITION = (
-    "A curve is called emergent when (1) the metric sits near its floor (chance, or its worst bound) for at "
-    "least {plateau} sizes, (2) then rises by at least {frac:.0%} of the metric's range, the rise (10% to 90% of "
-    "it) taking at most {decades:g} decade(s) of scale, and (3) a jump explains the curve significantly better "
-    "than a straight line in log-scale (parametric-bootstrap likelihood-ratio test, level {alpha:g}), with the "
-    "noise taken as the largest of evaluation sampling, the spread between seeds and the curve's own "
-    "size-to-size scatter. For a metric without a range (loss, log-probability) the floor is the level of the "
-    "first {plateau} sizes and the rise must close at least {frac:.0%} of the gap between that level and the "
-    "metric's best possible value (0 for a loss or log-probability, 1 for perplexity); a metric with no best "
-    "value is never called emergent. `smooth`: it changes significantly, but not as such a jump. `absent`: no "
-    "significant change, and a jump of the minimum size would have been found. `inconclusive`: the data cannot "
-    "decide; a power statement says what would."
-)
+DEFINITION = re.sub(
+    r"\s+",
+    " ",
+    """
+    A curve is called emergent when (1) the metric sits near its floor (chance, or its worst bound) for at
+    least {plateau} sizes, (2) then rises by at least {frac:.0%} of the metric's range, the rise (10% to 90%
+    of it) taking at most {decades:g} decade(s) of scale, and (3) a jump explains the curve significantly
+    better than a straight line in log-scale (parametric-bootstrap likelihood-ratio test, level {alpha:g}).
+    The noise is the largest of evaluation sampling, the spread between seeds and the curve's own
+    size-to-size scatter (which one jump cannot inflate). For a metric without a range (loss,
+    log-probability) the floor is the level of the first {plateau} sizes and the rise must close at least
+    {frac:.0%} of the gap between that level and the metric's best possible value (0 for a loss or
+    log-probability, 1 for perplexity); a metric with no best value is never called emergent. `smooth`: it
+    changes significantly, but not as such a jump. `absent`: no significant change, and a jump of the
+    minimum size would have been found. `inconclusive`: the data cannot decide; a power statement says what
+    would.
+    """,
+).strip()
 
 JUMP_RESID = True
 VERDICTS = ("emergent", "smooth", "absent", "inconclusive")
@@ -360,8 +366,8 @@ def detect(
     options: DetectOptions | None = None,
 ) -> Detection:
     """Classify one curve. `values[i]` holds the observations (one per seed) at `sizes[i]`; ragged is fine.
-    `seeds[i]` labels them (default: their position) for the per-seed view. `stderr[i]` is the evaluation SE of
-    one observation at size i; `n_examples` (for [0, 1] metrics) gives a binomial SE instead or as well."""
+    `seeds[i]` labels them (default: their position) for the per-seed view. `stderr[i]` is the evaluation SE
+    of one observation at size i; `n_examples` (for [0, 1] metrics) gives a binomial SE instead or as well."""
     opts = options or DetectOptions()
     x = np.asarray(sizes, dtype=float)
     obs = _as_obs(values)
@@ -520,14 +526,16 @@ def detect(
             for m in (1, 2, 3, 5, 10):
                 se_m = se.copy()
                 se_m[at] = se[at] * np.sqrt(curve.k[at] / (curve.k[at] + m))
-                p_m = _power(planted, se_m, curve.fixed_se * se_m / se, u, grid, crit, rng, n_pow, curve.bounds)
+                p_m = _power(
+                    planted, se_m, curve.fixed_se * se_m / se, u, grid, crit, rng, n_pow, curve.bounds
+                )
                 if p_m >= opts.power_target:
                     extra = (m, p_m)
                     break
             where = f"{_fmt(x[j])}-{_fmt(x[j + 1])}"
             statement = (
-                f"with this noise (SE {med_se:.3g}) a jump of {planted_z:.0%} of the range at {_fmt(10**place)} "
-                f"is found with probability {power:.2f}; "
+                f"with this noise (SE {med_se:.3g}) a jump of {planted_z:.0%} of the range at "
+                f"{_fmt(10**place)} is found with probability {power:.2f}; "
             )
             if extra is not None:
                 statement += (
@@ -564,10 +572,10 @@ def detect(
 # ---- many curves ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Family:
-    """Benjamini-Hochberg over the curves of one report. `significant[i]`: curve i's jump test survives (exempt
-    curves, e.g. the study's primary metric, are tested alone at alpha). `expected_false`: the expected number
-    of false `emergent` calls among the significant non-exempt curves (at most alpha x their number under BH),
-    plus alpha for each exempt one."""
+    """Benjamini-Hochberg over the curves of one report. `significant[i]`: curve i's jump test survives
+    (exempt curves, e.g. the study's primary metric, are tested alone at alpha). `expected_false`: the
+    expected number of false `emergent` calls among the significant non-exempt curves (at most alpha x their
+    number under BH), plus alpha for each exempt one."""
 
     q_values: np.ndarray
     significant: np.ndarray
@@ -591,9 +599,9 @@ def false_discovery(
     n_ex = int(sig[ex].sum())
     expected = alpha * n_fam + alpha * int(ex.sum())
     statement = (
-        f"{n_fam + n_ex} of {p.size} curves pass the jump test; with the false-discovery rate held at {alpha:g} "
-        f"over {fam.size} curves (Benjamini-Hochberg), about {alpha * n_fam:.2g} of those {n_fam} calls may be "
-        "false"
+        f"{n_fam + n_ex} of {p.size} curves pass the jump test; with the false-discovery rate held at "
+        f"{alpha:g} over {fam.size} curves (Benjamini-Hochberg), about {alpha * n_fam:.2g} of those {n_fam} "
+        "calls may be false"
     )
     if ex.any():
         statement += f"; {int(ex.sum())} primary curve(s) tested alone at {alpha:g}"
@@ -631,15 +639,15 @@ def metric_check(
     """Is exact match's jump an artefact of the metric (Schaeffer et al. 2023)?
 
     1. Where the answer length L is known and the continuous metric is a per-token accuracy, exact match ~
-       token_accuracy^L within noise, together with a continuous metric that improves steadily across the sizes
-       where exact match sits at its floor, makes the jump `metric_induced`.
-    2. A continuous metric that is itself emergent, its threshold within `same_place_decades` of exact match's,
-       makes it `persists` (it also wins when L is known and ^L fits, but the continuous metric jumped too).
+       token_accuracy^L within noise, together with a continuous metric that improves steadily across the
+       sizes where exact match sits at its floor, makes the jump `metric_induced`.
+    2. A continuous metric that is itself emergent, its threshold within `same_place_decades` of exact
+       match's, makes it `persists` (also when ^L fits: then the per-token accuracy itself jumped).
     3. Otherwise a continuous metric improving steadily over exact match's floor sizes: `metric_induced`.
     4. Else `inconclusive`.
-    "Steadily": over the floor sizes (at least 3) it rises by at least 2 SE of a difference, and not all in its
-    last step (its last step before exact match rises is at most 2/3 of it; a power law's
-    first steps are its largest), so a metric that lifts one size before exact match
+    "Steadily": over the floor sizes (at least 3) it rises by at least 2 SE of a difference, and not all in
+    its last step (its last step before exact match rises is at most 2/3 of it; a power law's first steps
+    are its largest), so a metric that lifts one size before exact match
     (a joint jump seen at coarse sizes) does not count as a smooth precursor."""
     opts = options or DetectOptions()
     x = np.asarray(sizes, dtype=float)
@@ -684,8 +692,8 @@ def metric_check(
     if same_place:
         return MetricCheck(
             "persists",
-            f"{continuous_spec.name} is itself emergent at {_fmt(ct.threshold)}, within {same_place_decades:g} "
-            f"decades of exact match's {_fmt(em.threshold)}",
+            f"{continuous_spec.name} is itself emergent at {_fmt(ct.threshold)}, within "
+            f"{same_place_decades:g} decades of exact match's {_fmt(em.threshold)}",
             em, ct, pow_ok, steady,
         )  # fmt: skip
     if steady and pow_ok is not False:
