@@ -7,11 +7,14 @@ artefact of the metric (Schaeffer et al. 2023).
 Why these statistics (issue 9):
 - The curve is analysed in u = log10(size) and in "z units": the metric oriented so that higher is better,
   minus its floor (chance, else the bound on the bad side), divided by its range (from the metric's bounds).
-- Noise of a size's mean is the largest of three estimates, each of which alone can be too small:
-  evaluation sampling (stderr, or binomial from n_examples; a lower bound), the spread between seeds (pooled
-  over sizes with the noisiest size left out, and that size's own spread where it is larger), and a robust
-  estimate from the curve itself (the median absolute successive difference, with the largest difference left
-  out, so that one jump cannot inflate it). The estimate that decided is reported as `noise_source`.
+- Noise of a size's mean is the largest of: evaluation sampling (stderr, or binomial from n_examples; a lower
+  bound), the spread between seeds (pooled over sizes with the noisiest size left out, and that size's own
+  spread where it is larger), and the curve's own scatter where neither is known to be larger. The curve's
+  scatter is the smallest of three estimates that one jump cannot inflate: the root mean square and the
+  standard deviation of the successive differences with the largest left out (in the spirit of BIG-bench's
+  breakthroughness), and the residual scatter around the best-fitting jump. Any of them is valid because the
+  bootstrap re-estimates it in every draw; the smallest keeps the power to see a jump at 5 sizes. The
+  estimate that decided is reported as `noise_source` ("eval", "seeds" or "curve").
 - Model comparison is a parametric-bootstrap likelihood-ratio test, never AICc: the statistic is the drop in
   the noise-weighted residual sum of squares from the line to the best "jump" (a sigmoid whose 10-90% rise
   takes at most `max_rise_decades`), simulated under the fitted line with the noise re-estimated in every
@@ -53,7 +56,6 @@ DEFINITION = re.sub(
     """,
 ).strip()
 
-JUMP_RESID = True
 VERDICTS = ("emergent", "smooth", "absent", "inconclusive")
 _WIDTH_FACTOR = 2.0 * math.log(9.0)  # k = _WIDTH_FACTOR / (10-90% width of a logistic)
 _MAD = 0.6744897501960817  # median |N(0,1)|
@@ -151,10 +153,6 @@ def _curve_noise_batch(z: np.ndarray) -> np.ndarray:
     if rest.shape[1] < 2:
         return rms
     return np.minimum(rms, rest.std(axis=1, ddof=1) / math.sqrt(2.0))
-
-
-def _curve_noise(z: np.ndarray) -> float:
-    return float(_curve_noise_batch(z[None, :])[0])
 
 
 def _prepare(
@@ -266,7 +264,9 @@ class _Stats:
 
 def _statistics(z: np.ndarray, fixed_se: np.ndarray, u: np.ndarray, grid: _Grid) -> _Stats:
     sigma_c = _curve_noise_batch(z)
-    if JUMP_RESID and u.size > 3:
+    # ... and the residual scatter around the best rising jump (weighted as the fixed noise): small when the
+    # curve is a clean jump, as large as the noise otherwise; re-estimated in every draw like sigma_c
+    if u.size > 3:
         rel = (fixed_se.min() / fixed_se) ** 2
         r0, _, h0 = _wls_two(z, np.broadcast_to(rel, z.shape), grid.basis)
         best = np.where(grid.jump[None, :] & (h0 > 0), r0, np.inf).min(axis=1)
@@ -405,8 +405,7 @@ def detect(
 
     obs_st = _statistics(z[None, :], curve.fixed_se, u, grid)
     se = obs_st.se[0]
-    sigma_c = _curve_noise(z)
-    source_per_size = np.where(sigma_c >= curve.fixed_se, "curve", curve.fixed_source)
+    source_per_size = np.where(se > curve.fixed_se, "curve", curve.fixed_source)
     values_, counts = np.unique(source_per_size, return_counts=True)
     noise_source = str(values_[np.argmax(counts)])
     unit = curve.scale if curve.scale is not None else max(float(np.ptp([o.mean() for o in obs])), 1e-12)
