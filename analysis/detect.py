@@ -115,6 +115,22 @@ class Detection:
     n_sizes: int = 0
     n_seeds: int = 0
 
+    def describe(self, label: str, unit: str = "parameters") -> str:
+        """One line for a report, e.g. "exact match, depth 2: emergent at 22k parameters (95% CI 7k-64k;
+        per-seed 18k-30k)"."""
+        text = f"{label}: {self.verdict}"
+        if self.verdict == "emergent" and self.threshold is not None and self.ci is not None:
+            text += f" at {_fmt(self.threshold)} {unit} (95% CI {_fmt(self.ci[0])}-{_fmt(self.ci[1])}"
+            if self.seed_threshold_spread is not None:
+                lo, hi = self.seed_threshold_spread
+                text += f"; per-seed {_fmt(lo)}-{_fmt(hi)}"
+            text += ")"
+        elif self.verdict == "inconclusive" and self.power_statement:
+            text += f" ({self.power_statement})"
+        else:
+            text += f" ({self.reason})"
+        return text
+
 
 # ---- the curve in z units ---------------------------------------------------------------------------------
 @dataclass(frozen=True)

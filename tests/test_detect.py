@@ -128,6 +128,8 @@ def test_demo_curve_of_issue_9_is_emergent_near_22k() -> None:
     assert det.ci[0] <= 2.2e4 <= det.ci[1]
     assert [c.verdict for c in det.per_seed] == ["jump", "jump"]
     assert det.per_seed[0].hi <= det.per_seed[1].lo  # seed 0 jumped one size earlier
+    line = det.describe("exact match, depth 2")
+    assert line.startswith("exact match, depth 2: emergent at 2") and "per-seed 13.4k-55k)" in line
 
 
 def test_unbounded_metric_rise_is_a_fraction_of_the_gap_to_its_best_value() -> None:
