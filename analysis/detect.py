@@ -69,7 +69,7 @@ class DetectOptions:
     plateau: int = 2  # sizes near the floor before the rise
     near_floor_frac: float = 0.1  # "near the floor": within this fraction of the range (plus 2 SE)
     n_boot: int = 200
-    n_power: int = 200  # cap on simulated draws per power evaluation (inconclusive curves only)
+    n_power: int = 100  # cap on simulated draws per power evaluation (inconclusive curves only)
     power_target: float = 0.8
     seed: int = 0
     n_midpoints: int = 25
@@ -497,17 +497,23 @@ def detect(
         )
     elif p_change < opts.alpha and not shape_ok:
         verdict = "smooth"
-        falls = (b_l < 0) if has_jump else True
         why = []
-        if falls and rise_z < opts.min_rise_frac:
-            why.append("it falls with scale or rises too little")
+        if b_l < 0:
+            why.append("it falls with scale (inverse scaling)")
+        elif curve.scale is not None and not rise_ok:
+            why.append(f"its steepest rise is {rise_z:.0%} of the range (< {opts.min_rise_frac:.0%})")
         if not plateau_ok:
             why.append(f"it does not sit near its floor for {opts.plateau} sizes before rising")
         if has_jump and not jump_wins:
             why.append(f"its rise takes about {width:g} decades (> {opts.max_rise_decades:g})")
         if curve.scale is None:
             why.append("the metric has no best value, so no rise can be judged")
-        reason = f"changes significantly (p = {p_change:.2g}) but not as a jump: " + "; ".join(why or ["-"])
+        reason = f"changes significantly (p = {p_change:.2g}) but not as a jump: " + "; ".join(why)
+        if spread is not None and all(c.verdict == "jump" for c in per_seed):
+            reason += (
+                f"; yet each of the {len(per_seed)} seeds jumps on its own, between {_fmt(spread[0])} and "
+                f"{_fmt(spread[1])}: the mean curve is smoothed by seeds that jump at different sizes"
+            )
     else:
         # no significant jump: absent if a jump of the minimum size would have been found, else inconclusive
         planted_z = max(rise_z if shape_ok else 0.0, opts.min_rise_frac)
@@ -536,31 +542,31 @@ def detect(
             reason = f"jump-shaped, but a jump does not beat the line significantly (p = {p_jump:.2g})"
         if verdict == "inconclusive":
             j = int(np.clip(np.searchsorted(u, place, side="right") - 1, 0, n - 2))
-            at = [j, j + 1]
-            extra = None
-            for m in (1, 2, 3, 5, 10):
-                se_m = se.copy()
-                se_m[at] = se[at] * np.sqrt(curve.k[at] / (curve.k[at] + m))
-                p_m = _power(
-                    planted, se_m, curve.fixed_se * se_m / se, u, grid, crit, rng, n_pow, curve.bounds
-                )
-                if p_m >= opts.power_target:
-                    extra = (m, p_m)
-                    break
             where = f"{_fmt(x[j])}-{_fmt(x[j + 1])}"
+            extra = None
+            # more seeds where the jump is first, then at every size; the curve's own scatter is re-estimated
+            # from the simulated draws, so seeds at two sizes help only where those sizes dominate the noise
+            for scope, at in ((f"at the {where} sizes", [j, j + 1]), ("at every size", list(range(n)))):
+                for m in (1, 2, 3, 5, 10):
+                    se_m = se.copy()
+                    se_m[at] = se[at] * np.sqrt(curve.k[at] / (curve.k[at] + m))
+                    p_m = _power(
+                        planted, se_m, curve.fixed_se * se_m / se, u, grid, crit, rng, n_pow, curve.bounds
+                    )
+                    if p_m >= opts.power_target:
+                        extra = (m, scope, p_m)
+                        break
+                if extra is not None:
+                    break
             statement = (
                 f"with this noise (SE {med_se:.3g}) a jump of {planted_z:.0%} of the range at "
                 f"{_fmt(10**place)} is found with probability {power:.2f}; "
             )
             if extra is not None:
-                statement += (
-                    f"{extra[0]} more seed(s) (or evaluations) at the {where} sizes would raise it to "
-                    f"{extra[1]:.2f}"
-                )
+                m, scope, p_m = extra
+                statement += f"{m} more seed(s) (or evaluations) {scope} would raise it to {p_m:.2f}"
             else:
-                statement += (
-                    f"even 10 more seeds at the {where} sizes would not; measure more sizes around it"
-                )
+                statement += f"even 10 more seeds at every size would not; measure more sizes around {where}"
     return Detection(
         verdict=verdict,
         reason=reason,
