@@ -249,14 +249,22 @@ def _grid(u: np.ndarray, opts: DetectOptions) -> _Grid:
 
 
 def _wls_two(z: np.ndarray, w: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted least squares of z (B, n) on [1, basis_g] for every g: (rss, a, h), each (B, G)."""
-    sw = w.sum(axis=1, keepdims=True)
-    sy = (w * z).sum(axis=1, keepdims=True)
-    syy = (w * z * z).sum(axis=1, keepdims=True)
+    """Weighted least squares of z (B, n) on [1, basis_g] for every g: (rss, a, h), each (B, G). Weights are
+    (B, n), or (n,) shared by all rows (then the weight-only sums are computed once)."""
     # einsum, not `@`: BLAS threads on a busy machine cost 10x more than these small products
-    sx = np.einsum("bn,gn->bg", w, basis)
-    sxx = np.einsum("bn,gn->bg", w, basis * basis)
-    sxy = np.einsum("bn,gn->bg", w * z, basis)
+    if w.ndim == 1:
+        sw = np.full((1, 1), w.sum())
+        sx = np.einsum("n,gn->g", w, basis)[None, :]
+        sxx = np.einsum("n,gn->g", w, basis * basis)[None, :]
+        wz = z * w[None, :]
+    else:
+        sw = w.sum(axis=1, keepdims=True)
+        sx = np.einsum("bn,gn->bg", w, basis)
+        sxx = np.einsum("bn,gn->bg", w, basis * basis)
+        wz = w * z
+    sy = wz.sum(axis=1, keepdims=True)
+    syy = (wz * z).sum(axis=1, keepdims=True)
+    sxy = np.einsum("bn,gn->bg", wz, basis)
     det = sw * sxx - sx * sx
     ok = det > 1e-12 * sw * sw
     det = np.where(ok, det, 1.0)
@@ -282,16 +290,24 @@ def _statistics(z: np.ndarray, fixed_se: np.ndarray, u: np.ndarray, grid: _Grid)
     sigma_c = _curve_noise_batch(z)
     # ... and the residual scatter around the best rising jump (weighted as the fixed noise): small when the
     # curve is a clean jump, as large as the noise otherwise; re-estimated in every draw like sigma_c
+    rel = (fixed_se.min() / fixed_se) ** 2
+    r0, a0, h0 = _wls_two(z, rel, grid.basis)
     if u.size > 3:
-        rel = (fixed_se.min() / fixed_se) ** 2
-        r0, _, h0 = _wls_two(z, np.broadcast_to(rel, z.shape), grid.basis)
         best = np.where(grid.jump[None, :] & (h0 > 0), r0, np.inf).min(axis=1)
         best = np.where(np.isfinite(best), best, r0.min(axis=1))
         sigma_c = np.minimum(sigma_c, np.sqrt(best / (u.size - 3)))
     se = np.maximum(fixed_se[None, :], sigma_c[:, None])
     w = 1.0 / se**2
-    rss, a, h = _wls_two(z, w, grid.basis)
-    rss_line, a_l, b_l = _wls_two(z, w, u[None, :])
+    if np.all(fixed_se == fixed_se[0]):
+        # equal fixed noise (one seed, no stderr: the usual published ladder): every row's weights are equal
+        # too, so the fits above only need rescaling
+        scale = 1.0 / se[:, :1] ** 2
+        rss, a, h = r0 * scale, a0, h0
+        rl, a_l, b_l = _wls_two(z, np.ones(u.size), u[None, :])
+        rss_line = rl * scale
+    else:
+        rss, a, h = _wls_two(z, w, grid.basis)
+        rss_line, a_l, b_l = _wls_two(z, w, u[None, :])
     rss_flat = np.maximum((w * z * z).sum(1) - (w * z).sum(1) ** 2 / w.sum(1), 0.0)
     rising = np.where(grid.jump[None, :] & (h > 0), rss, np.inf)
     t_jump = np.maximum(rss_line[:, 0] - rising.min(axis=1), 0.0)
