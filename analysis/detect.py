@@ -689,6 +689,9 @@ def metric_check(
     *,
     answer_len: int | None = None,
     same_place_decades: float = 0.5,
+    exact_stderr: Sequence[float] | None = None,
+    continuous_stderr: Sequence[float] | None = None,
+    n_examples: Sequence[float] | float | None = None,
     options: DetectOptions | None = None,
 ) -> MetricCheck:
     """Is exact match's jump an artefact of the metric (Schaeffer et al. 2023)?
@@ -706,8 +709,8 @@ def metric_check(
     (a joint jump seen at coarse sizes) does not count as a smooth precursor."""
     opts = options or DetectOptions()
     x = np.asarray(sizes, dtype=float)
-    em = detect(x, exact, exact_spec, options=opts)
-    ct = detect(x, continuous, continuous_spec, options=opts)
+    em = detect(x, exact, exact_spec, stderr=exact_stderr, n_examples=n_examples, options=opts)
+    ct = detect(x, continuous, continuous_spec, stderr=continuous_stderr, n_examples=n_examples, options=opts)
     if em.verdict != "emergent":
         return MetricCheck("no_jump", f"exact match is {em.verdict}: nothing to explain", em, ct, None, False)
     order = np.argsort(x)
@@ -716,8 +719,7 @@ def metric_check(
     c = _means(continuous)[order]
     sign = 1.0 if continuous_spec.higher_is_better else -1.0
     unit = continuous_spec.range or max(float(np.ptp(c)), 1e-12)
-    floor_idx = np.flatnonzero(xs < em.bracket[1])[:-1] if em.bracket else np.array([], int)
-    floor_idx = np.flatnonzero(xs <= em.bracket[0]) if em.bracket else floor_idx
+    floor_idx = np.flatnonzero(xs <= em.bracket[0]) if em.bracket else np.array([], int)
     steady = False
     if floor_idx.size >= 3:
         cz = sign * c[floor_idx] / unit
