@@ -69,7 +69,8 @@ def jump(n: int, noise: float, with_stderr: bool = False, width: tuple[float, fl
 
 
 def seeds_jump(n: int, k: int, noise: float = 0.02, spread: float = 0.25):
-    """k seeds, each a 0/1-like step at its own size: midpoint u0 + N(0, spread), steps 0.02-0.05 wide."""
+    """k seeds, each a 0/1-like step at its own size: midpoint u0 + N(0, spread) decades, 0.05 decades wide.
+    The planted threshold is the median of the seeds' own midpoints (where their mean curve is half up)."""
 
     def make(rng: np.random.Generator) -> Ladder:
         u = _sizes(n)
@@ -79,7 +80,8 @@ def seeds_jump(n: int, k: int, noise: float = 0.02, spread: float = 0.25):
         ys = np.stack(
             [np.clip(hi[s] * _sig(u, own[s], 0.05) + rng.normal(0, noise, n), 0, 1) for s in range(k)]
         )
-        return Ladder(u, [ys[:, i] for i in range(n)], None, "emergent", u0)
+        # the mean curve of these k steps crosses half-height where half of them have jumped: their median
+        return Ladder(u, [ys[:, i] for i in range(n)], None, "emergent", float(np.median(own)))
 
     return make
 
