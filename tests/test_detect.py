@@ -37,6 +37,13 @@ def test_textbook_jump_at_five_single_seed_sizes_is_emergent() -> None:
     assert det.noise_source == "curve"  # no seeds, no stderr: the curve's own scatter, not the jump
     assert det.noise_se < 0.05
     assert "AICc" not in det.reason
+    assert det.power is None and det.power_statement is None  # simulated for inconclusive curves only
+
+
+def test_the_definition_is_stated_in_plain_words() -> None:
+    text = DetectOptions(min_rise_frac=0.25, max_rise_decades=0.5).definition()
+    assert "at least 2 sizes" in text and "at least 25% of the metric's range" in text
+    assert "at most 0.5 decade(s)" in text and "{" not in text
 
 
 def test_the_same_jump_with_stderr_is_emergent_and_eval_noise_is_a_lower_bound() -> None:
