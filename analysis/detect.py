@@ -144,6 +144,9 @@ class _Curve:
     sign: float  # +1 higher is better, -1 lower is better
     origin: float  # metric value at z = 0
     bounds: tuple[float, float]  # the metric's bounds in z units (simulated draws are clipped to them)
+    obs_z: np.ndarray  # every observation (z units), grouped by size
+    idx: np.ndarray  # the size index of each observation
+    eval_se: np.ndarray  # per-size lower bound of the SE of the mean: evaluation sampling (or the floor)
 
 
 def _as_obs(values: Sequence) -> list[np.ndarray]:
@@ -203,21 +206,13 @@ def _prepare(
         n = np.asarray(n_examples, dtype=float)
         p = np.clip(means, 0.5 / n, 1 - 0.5 / n)
         se_eval = np.maximum(se_eval, np.sqrt(p * (1 - p) / n))
-    # pooled between-seed spread (per observation), the noisiest size left out, and each size's own spread
-    ss = np.array([((o - o.mean()) ** 2).sum() for o in obs]) / unit**2
-    df = k - 1
-    has = df > 0
-    own = np.where(has, ss / np.maximum(df, 1), 0.0)
-    pooled = 0.0
-    if has.sum() >= 1:
-        keep = has.copy()
-        if has.sum() >= 3:
-            keep[int(np.argmax(np.where(has, own, -1)))] = False
-        pooled = float(ss[keep].sum() / df[keep].sum())
-    seed_var = np.maximum(pooled, own)
     floor_se = opts.min_se_frac * (spec.range / unit if spec.range is not None else 1.0)
-    cand = np.stack([np.full(len(obs), floor_se), se_eval / np.sqrt(k), np.sqrt(seed_var / k)])
-    src = np.array(["floor", "eval", "seeds"])[np.argmax(cand, axis=0)]
+    eval_mean = np.maximum(floor_se, se_eval / np.sqrt(k))
+    obs_z = np.concatenate([(sign * o - sign * origin) / unit for o in obs])
+    idx = np.repeat(np.arange(len(obs)), k.astype(int))
+    _, fixed = _seed_noise(obs_z[None, :], idx, k, eval_mean)
+    seeds_se = fixed[0]
+    src = np.where(seeds_se > eval_mean, "seeds", np.where(se_eval / np.sqrt(k) > floor_se, "eval", "floor"))
     lo, hi = spec.lower, spec.upper
     if sign < 0:
         lo, hi = hi, lo
@@ -225,7 +220,29 @@ def _prepare(
         float((sign * b - sign * origin) / unit) if b is not None else float(edge)
         for b, edge in ((lo, -np.inf), (hi, np.inf))
     )
-    return _Curve(np.log10(x), z, k, cand.max(axis=0), src, scale, sign, origin, zb)
+    return _Curve(np.log10(x), z, k, seeds_se, src, scale, sign, origin, zb, obs_z, idx, eval_mean)
+
+
+def _seed_noise(
+    y: np.ndarray, idx: np.ndarray, k: np.ndarray, eval_mean: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Size means (B, n) of observations y (B, N), and the SE of each mean from evaluation sampling and the
+    spread between seeds: pooled over sizes with the noisiest size left out (one transition size with
+    bimodal seeds cannot inflate every size), or that size's own spread where it is larger."""
+    onehot = (idx[:, None] == np.arange(k.size)[None, :]).astype(float)
+    means = np.einsum("bN,Nn->bn", y, onehot) / k[None, :]
+    ss = np.einsum("bN,Nn->bn", (y - means[:, idx]) ** 2, onehot)
+    df = k - 1
+    has = df > 0
+    own = np.where(has[None, :], ss / np.maximum(df, 1)[None, :], 0.0)
+    seed_var = own
+    if has.any():
+        keep = np.broadcast_to(has, ss.shape).copy()
+        if has.sum() >= 3:
+            keep[np.arange(y.shape[0]), np.argmax(np.where(has[None, :], own, -1.0), axis=1)] = False
+        pooled = (ss * keep).sum(axis=1) / (df[None, :] * keep).sum(axis=1)
+        seed_var = np.maximum(pooled[:, None], own)
+    return means, np.maximum(eval_mean[None, :], np.sqrt(seed_var / k[None, :]))
 
 
 # ---- vectorised fits --------------------------------------------------------------------------------------
@@ -290,15 +307,19 @@ def _statistics(z: np.ndarray, fixed_se: np.ndarray, u: np.ndarray, grid: _Grid)
     sigma_c = _curve_noise_batch(z)
     # ... and the residual scatter around the best rising jump (weighted as the fixed noise): small when the
     # curve is a clean jump, as large as the noise otherwise; re-estimated in every draw like sigma_c
-    rel = (fixed_se.min() / fixed_se) ** 2
+    shared = fixed_se.ndim == 1
+    if shared:
+        rel = (fixed_se.min() / fixed_se) ** 2
+    else:
+        rel = (fixed_se.min(axis=1, keepdims=True) / fixed_se) ** 2
     r0, a0, h0 = _wls_two(z, rel, grid.basis)
     if u.size > 3:
         best = np.where(grid.jump[None, :] & (h0 > 0), r0, np.inf).min(axis=1)
         best = np.where(np.isfinite(best), best, r0.min(axis=1))
         sigma_c = np.minimum(sigma_c, np.sqrt(best / (u.size - 3)))
-    se = np.maximum(fixed_se[None, :], sigma_c[:, None])
+    se = np.maximum(fixed_se if not shared else fixed_se[None, :], sigma_c[:, None])
     w = 1.0 / se**2
-    if np.all(fixed_se == fixed_se[0]):
+    if shared and np.all(fixed_se == fixed_se[0]):
         # equal fixed noise (one seed, no stderr: the usual published ladder): every row's weights are equal
         # too, so the fits above only need rescaling
         scale = 1.0 / se[:, :1] ** 2
@@ -313,6 +334,21 @@ def _statistics(z: np.ndarray, fixed_se: np.ndarray, u: np.ndarray, grid: _Grid)
     t_jump = np.maximum(rss_line[:, 0] - rising.min(axis=1), 0.0)
     t_change = np.maximum(rss_flat - np.minimum(rss.min(axis=1), rss_line[:, 0]), 0.0)
     return _Stats(t_jump, t_change, rss, a, h, rss_line[:, 0], (a_l[:, 0], b_l[:, 0]), se)
+
+
+def _null(
+    mean: np.ndarray, se: np.ndarray, curve: _Curve, grid: _Grid, rng: np.random.Generator, draws: int
+) -> _Stats:
+    """Statistics of curves simulated under a null mean with the curve's noise, every noise estimate redone
+    per draw. With seeds, every observation is simulated (clipped to the metric's bounds, as real scores at a
+    floor are), so that the seed-based noise is re-estimated the way it was estimated from the data."""
+    if curve.k.max() <= 1:
+        sims = np.clip(mean[None, :] + rng.standard_normal((draws, mean.size)) * se[None, :], *curve.bounds)
+        return _statistics(sims, curve.fixed_se, curve.u, grid)
+    sd = (se * np.sqrt(curve.k))[curve.idx]
+    obs = np.clip(mean[curve.idx][None, :] + rng.standard_normal((draws, sd.size)) * sd, *curve.bounds)
+    means, fixed = _seed_noise(obs, curve.idx, curve.k, curve.eval_se)
+    return _statistics(means, fixed, curve.u, grid)
 
 
 def _p_value(t: float, null: np.ndarray) -> float:
@@ -459,11 +495,10 @@ def detect(
     # null: the fitted line, and the flat mean, with the noise re-estimated in every draw
     a_l, b_l = obs_st.line[0][0], obs_st.line[1][0]
     line_mean = a_l + b_l * u
-    noise = rng.standard_normal((opts.n_boot, n)) * se[None, :]
-    null_line = _statistics(np.clip(line_mean[None, :] + noise, *curve.bounds), curve.fixed_se, u, grid)
     w = 1 / se**2
     flat_mean = np.full(n, float((w * z).sum() / w.sum()))
-    null_flat = _statistics(np.clip(flat_mean[None, :] + noise, *curve.bounds), curve.fixed_se, u, grid)
+    null_line = _null(line_mean, se, curve, grid, rng, opts.n_boot)
+    null_flat = _null(flat_mean, se, curve, grid, rng, opts.n_boot)
     t_jump, t_change = float(obs_st.t_jump[0]), float(obs_st.t_change[0])
     p_jump = _p_value(t_jump, null_line.t_jump)
     p_change = _p_value(t_change, null_flat.t_change)
