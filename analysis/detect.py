@@ -17,9 +17,14 @@ Why these statistics (issue 9):
   estimate that decided is reported as `noise_source` ("eval", "seeds" or "curve").
 - Model comparison is a parametric-bootstrap likelihood-ratio test, never AICc: the statistic is the drop in
   the noise-weighted residual sum of squares from the line to the best "jump" (a sigmoid whose 10-90% rise
-  takes at most `max_rise_decades`), simulated under the fitted line with the noise re-estimated in every
-  draw (so the test accounts for the noise being estimated from 5 points). Fits are closed-form least squares
-  on a grid of midpoints and widths, vectorised over bootstrap draws: a few ms per curve.
+  takes at most `max_rise_decades`), simulated under the fitted line with every noise estimate redone in
+  every draw (so the test accounts for the noise being estimated from 5 points; with seeds every observation
+  is simulated, clipped to the metric's bounds as scores at a floor are). `smooth` needs the same kind of
+  test of any change against the flat mean. Fits are closed-form least squares on a grid of midpoints and
+  widths, vectorised over bootstrap draws: about 5 ms per curve on an idle core.
+- `absent` needs a jump of `min_rise_frac` after the plateau sizes to have been findable at every place
+  (noncentrality of noise-free steps, no simulation); the power simulation (capped at `n_power` draws) runs
+  only for `inconclusive` curves.
 - Small p-values beyond the bootstrap's resolution come from a scaled chi-square fitted to the null draws,
   so that a report's Benjamini-Hochberg step can use them.
 """
