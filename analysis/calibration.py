@@ -278,11 +278,14 @@ def format_table(df: pd.DataFrame) -> str:
 
 
 def calibrate_main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="calibrate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="emergence calibrate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the table as CSV")
     args = ap.parse_args(argv)
+    if args.draws < 1:
+        print(f"emergence calibrate: --draws must be >= 1, got {args.draws}", file=sys.stderr)
+        return 2
     df = calibrate(args.draws, args.seed)
     print(format_table(df))
     if args.out:

@@ -45,3 +45,10 @@ def test_calibrate_main_writes_the_table(tmp_path: Path, capsys) -> None:
     assert {"regime", "n", "detection_rate", "false_emergent_rate", "threshold_ok"} <= set(table.columns)
     assert (table["n"] == 2).all()
     assert "jump n=5 se=0.03" in capsys.readouterr().out
+
+
+def test_emergence_calibrate_refuses_zero_draws(capsys) -> None:
+    from emergence_lab.cli import main
+
+    assert main(["calibrate", "--draws", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "emergence calibrate: --draws must be >= 1, got 0"

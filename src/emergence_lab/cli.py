@@ -15,7 +15,8 @@ commands:
   status    table of completed/running/failed/pending runs of a sweep folder
   analyze   collect results into one table, fit thresholds, draw figures and a report
   figures   rebuild every figure and the report from <dir>/results.parquet
-  bench     side-by-side speed benchmarks (train | analysis)
+  calibrate detection and false-emergent rates of the verdicts on synthetic ladders with known truth
+  bench     side-by-side speed benchmarks (train | analysis | gpu)
 """
 
 
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         from emergence_lab.analysis.cli import figures_main
 
         return figures_main(rest)
+    if command == "calibrate":
+        from emergence_lab.analysis.calibration import calibrate_main
+
+        return calibrate_main(rest)
     if command == "bench":
         from emergence_lab.bench import bench_cli
 
