@@ -88,7 +88,7 @@ def test_malformed_lines_are_skipped_with_a_warning_naming_file_and_line(tmp_pat
             "not json at all\n",
             json.dumps(schema_row(value="high")) + "\n",
             json.dumps({k: v for k, v in schema_row().items() if k != "metric"}) + "\n",
-            json.dumps(schema_row(schema_version=2)) + "\n",
+            json.dumps(schema_row(schema_version=3)) + "\n",
             '{"schema_version": 1, "run_id": "r", "task": "addi',  # torn last line after a crash
         ],
     )
@@ -98,7 +98,35 @@ def test_malformed_lines_are_skipped_with_a_warning_naming_file_and_line(tmp_pat
     text = "\n".join(console.warnings)
     for line in (7, 8, 9, 10, 11):
         assert f"{path}:{line}:" in text
-    assert "value is not a number" in text and "missing metric" in text and "schema_version 2" in text
+    assert "value is not a number" in text and "missing metric" in text and "schema_version 3" in text
+
+
+@pytest.mark.parametrize("torn", [False, True])
+def test_schema_version_1_and_2_rows_load_side_by_side(tmp_path: Path, torn: bool) -> None:
+    """A v1 file (no n_examples) and a v2 file (with it) load together, through the fast parser and
+    through the line-by-line one (a torn last line); v1's n_examples stays missing, never guessed."""
+    v1 = {k: v for k, v in schema_row(run_id="old", schema_version=1).items() if k != "n_examples"}
+    v2 = schema_row(run_id="new", schema_version=2, n_examples=500)
+    write_jsonl(tmp_path / "old" / "results.jsonl", [v1], ['{"torn' if torn else ""])
+    write_jsonl(tmp_path / "new" / "results.jsonl", [v2])
+    console = Console(quiet=True)
+    df = collect([str(tmp_path)], console)
+    assert len(console.warnings) == int(torn)
+    got = df.set_index(df["run_id"].astype(str))
+    assert got.loc["new", "n_examples"] == 500 and pd.isna(got.loc["old", "n_examples"])
+    assert str(df["n_examples"].dtype) == "Int64"
+    assert sorted(got["schema_version"].tolist()) == [1, 2]
+    obs = observations(df, "n_params", Console(quiet=True))
+    assert dict(zip(obs["run_id"].astype(str), obs["n_examples"], strict=True))["new"] == 500
+
+
+def test_csv_with_and_without_n_examples(tmp_path: Path) -> None:
+    base = pd.DataFrame({"task": ["t", "t"], "metric": ["exact_match"] * 2, "value": [0.1, 0.9]})
+    base.assign(n_params=[1e4, 1e5]).to_csv(tmp_path / "v1.csv", index=False)
+    base.assign(n_params=[1e6, 1e7], n_examples=[200, 300]).to_csv(tmp_path / "v2.csv", index=False)
+    df = collect([str(tmp_path / "v1.csv"), str(tmp_path / "v2.csv")], Console(quiet=True))
+    got = dict(zip(df["n_params"].tolist(), df["n_examples"].tolist(), strict=True))
+    assert got[10**6] == 200 and got[10**7] == 300 and pd.isna(got[10**4]) and pd.isna(got[10**5])
 
 
 def test_empty_and_unreadable_inputs_warn(tmp_path: Path) -> None:
