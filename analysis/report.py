@@ -122,10 +122,13 @@ def finding(row: Mapping[str, Any], check: Mapping[str, Any] | None = None) -> s
             spans.append(f"per-seed {size(seed_low)}-{size(seed_high)}")
         words += f" ({'; '.join(spans)})" if spans else " (no CI)"
     elif label == "smooth":
-        sharp = row.get("sharpness_decades")
-        words = "smooth" + (f" (rises over {float(sharp):.1f} decades)" if not _missing(sharp) else "")
+        rise, start, end = row.get("rise"), row.get("rise_start"), row.get("rise_end")
+        words = "smooth (no sharp jump)"
+        if not any(_missing(v) for v in (rise, start, end)):
+            between = f"between {size(start)} and {size(end)} {unit}"
+            words = f"smooth, improving by {float(rise):.2g} {between} with no sharp jump"
     elif label == "absent":
-        words = "absent (no significant rise)"
+        words = "absent (no significant improvement)"
     extras = []
     if not _missing(row.get("noise_source")):
         extras.append(f"noise: {row['noise_source']}")
@@ -192,6 +195,7 @@ def _view(df: pd.DataFrame, view: tuple[tuple[str, str], ...]) -> pd.DataFrame:
         if c in out.columns
         and not (c in ("series", "depth") and out[c].isna().all())
         and not (c == "subtask" and set(out[c].astype(str)) <= {"all"})
+        and not (c == "task" and out[c].nunique() <= 1)  # one task: its name heads the findings
     ]
     shown = out[[c for c, _ in cols]] if len(out) else pd.DataFrame(columns=[c for c, _ in cols])
     return shown.set_axis([name for _, name in cols], axis=1)
@@ -264,18 +268,16 @@ def build_blocks(
     blocks += [Block("alert", a) for a in alerts]
     pngs = [p for p in figures if p.suffix == ".png"]
     main = _main_split(thresholds) if len(thresholds) else None
-    counts = (
-        _counts(thresholds.loc[thresholds["subtask"].astype(str) == "all", "classification"])
-        if len(thresholds)
-        else ""
-    )
-    blocks.append(
-        Block(
-            "text",
-            f"{summary.get('curves fitted', 0)} curves fitted ({counts or 'none'}); the verdicts below are "
-            f"for the `{main}` split, every metric and depth; the tables further down hold every curve.",
+    if len(thresholds):
+        whole = thresholds.loc[thresholds["subtask"].astype(str) == "all", "classification"]
+        blocks.append(
+            Block(
+                "text",
+                f"{len(thresholds)} curves fitted; of the {len(whole)} whole-answer curves: "
+                f"{_counts(whole)}. Each task's verdicts for the `{main}` split, every metric and depth, "
+                "come first; the tables further down hold every curve.",
+            )
         )
-    )
     tasks = sorted(map(str, thresholds["task"].unique())) if len(thresholds) else []
     if not tasks:
         blocks.append(Block("text", "No curve could be fitted."))
@@ -292,12 +294,13 @@ def build_blocks(
         blocks.append(Block("finding", (_findings(task, thresholds, metric_check, main), image)))
     blocks.append(Block("heading", "Figures"))
     rest = [p for p in pngs if p not in scale_shown]
-    for png in rest:
-        kind = figure_kind(png.stem.split("_", 1)[0])
-        caption = kind.caption_for(by) if kind is not None else png.stem
-        blocks.append(Block("heading", png.stem.split("_", 1)[1], 3))
-        blocks.append(Block("image", (png.relative_to(out_dir).as_posix(), caption)))
-        blocks.append(Block("text", f"{caption} (also as PDF and SVG)"))
+    for task in dict.fromkeys(p.stem.split("_", 1)[1] for p in rest):
+        blocks.append(Block("heading", task, 3))
+        for png in (p for p in rest if p.stem.split("_", 1)[1] == task):
+            kind = figure_kind(png.stem.split("_", 1)[0])
+            caption = kind.caption_for(by) if kind is not None else png.stem
+            blocks.append(Block("image", (png.relative_to(out_dir).as_posix(), caption)))
+            blocks.append(Block("text", f"{caption} (also as PDF and SVG)"))
     if not rest:
         blocks.append(Block("text", "None besides the scale figures above." if pngs else "None drawn."))
     blocks.append(Block("heading", "Thresholds and classification"))
@@ -394,12 +397,13 @@ def to_markdown(blocks: list[Block]) -> str:
 CSS = (
     "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;font-size:12px;margin:1em 0;max-width:100%}"
-    "td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top;overflow-wrap:anywhere}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top;white-space:nowrap}"
+    "td:last-child{white-space:normal;overflow-wrap:anywhere;min-width:16em}"
     "th{background:#f2f2f2;text-align:left}img{max-width:100%}pre{background:#f6f6f6;padding:.6em;"
     "white-space:pre-wrap;overflow-wrap:anywhere}"
     ".finding{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}"
-    ".finding .verdicts{flex:1 1 22em;margin:0;padding-left:1.2em;line-height:1.5}"
-    ".finding figure{flex:1.6 1 28em;margin:0}figcaption{font-size:12px;color:#555}"
+    ".finding .verdicts{flex:1 1 20em;margin:0;padding-left:1.2em;font-size:14px;line-height:1.45}"
+    ".finding figure{flex:2 1 34em;margin:0}figcaption{font-size:12px;color:#555}"
     ".alert{background:#fff3cd;border:1px solid #e0b000;padding:.6em}"
 )
 

@@ -96,7 +96,8 @@ def select(
         table = table.loc[~keys.isin(list(drop))].reset_index(drop=True)
     if left_out:
         console.warn(
-            f"{len(left_out)} run(s) left out ({_counts(left_out)}); each is listed below and in the report"
+            f"{len(left_out)} run(s) left out ({_counts(left_out)}), each listed in the console and the "
+            "report"
             + ("" if include_incomplete else "; --include-incomplete analyses runs that did not complete")
         )
         for run in left_out:

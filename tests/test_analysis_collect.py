@@ -463,8 +463,8 @@ def test_only_completed_runs_count_and_every_other_is_listed(tmp_path: Path) -> 
     }
     assert {r.why for r in result.left_out} == {"not completed"}
     assert console.warnings == [
-        "5 run(s) left out (1 failed, 2 interrupted, 1 pending, 1 running); each is listed below and in the "
-        "report; --include-incomplete analyses runs that did not complete"
+        "5 run(s) left out (1 failed, 2 interrupted, 1 pending, 1 running), each listed in the console and "
+        "the report; --include-incomplete analyses runs that did not complete"
     ]
     everything = collect_runs([str(sweep)], Console(quiet=True), include_incomplete=True)
     assert everything.left_out == [] and everything.table["run_id"].nunique() == 7
