@@ -75,7 +75,8 @@ def select(
     rows from an `unkeyed` source (a table without run ids or seeds) have no identity to compare."""
     if table.empty or "run_id" not in table.columns:
         return table, []
-    runs = _runs(table)
+    codes = _run_codes(table)
+    runs, run_codes = _runs(table, codes)
     left_out: list[LeftOut] = []
     drop: set[tuple[str, str]] = set()
     for old, newest in _older_generations(runs, times, console, keep_all_generations):
@@ -92,8 +93,8 @@ def select(
             left_out += [LeftOut(r.run_id, r.status, r.source, "not completed") for r in incomplete]
             drop.update((r.sweep, r.run_id) for r in incomplete)
     if drop:
-        keys = pd.MultiIndex.from_arrays([_text(table, "sweep"), _text(table, "run_id")])
-        table = table.loc[~keys.isin(list(drop))].reset_index(drop=True)
+        dropped = [code for run, code in zip(runs, run_codes, strict=True) if (run.sweep, run.run_id) in drop]
+        table = table.loc[~np.isin(codes, dropped)].reset_index(drop=True)
     if left_out:
         console.warn(
             f"{len(left_out)} run(s) left out ({_counts(left_out)}), each listed in the console and the "
@@ -119,15 +120,33 @@ def _text(table: pd.DataFrame, column: str) -> np.ndarray:
     return table[column].astype(object).where(table[column].notna(), "").astype(str).to_numpy()
 
 
-def _runs(table: pd.DataFrame) -> list[Run]:
-    cols = {c: _text(table, c) for c in ("sweep", "run_id", "status", "source")}
-    frame = pd.DataFrame(cols).drop_duplicates(["sweep", "run_id"])
-    return [
-        Run(s, r, status or "unknown", source)
-        for s, r, status, source in zip(
-            frame["sweep"], frame["run_id"], frame["status"], frame["source"], strict=True
+def _codes(s: pd.Series) -> np.ndarray:
+    """Integer codes of a column, equal for equal values (-1: missing); cheap on categoricals."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return s.cat.codes.to_numpy(dtype=np.int64)
+    return pd.factorize(s, use_na_sentinel=True)[0].astype(np.int64)
+
+
+def _run_codes(table: pd.DataFrame) -> np.ndarray:
+    """One integer per row that identifies its run (sweep and run id)."""
+    run = _codes(table["run_id"])
+    if "sweep" not in table.columns:
+        return run
+    return _codes(table["sweep"]) * (int(run.max(initial=0)) + 2) + run
+
+
+def _runs(table: pd.DataFrame, codes: np.ndarray) -> tuple[list[Run], np.ndarray]:
+    """Every run once (its first row's sweep, status and source), and its code."""
+    unique, first = np.unique(codes, return_index=True)
+    rows = table.iloc[first]
+    cols = {c: _text(rows, c) for c in ("sweep", "run_id", "status", "source")}
+    runs = [
+        Run(sweep, run_id, status or "unknown", source)
+        for sweep, run_id, status, source in zip(
+            cols["sweep"], cols["run_id"], cols["status"], cols["source"], strict=True
         )
     ]
+    return runs, unique
 
 
 def _counts(runs: list) -> str:
@@ -178,8 +197,11 @@ def drop_duplicates(
     key = [c for c in ROW_KEY if c in table.columns]
     if table.empty or "run_id" not in key:
         return table
-    source = _text(table, "source")
-    keyed = ~np.isin(source, list(unkeyed)) if unkeyed else np.ones(len(table), dtype=bool)
+    keyed = (
+        ~table["source"].isin(list(unkeyed)).to_numpy(dtype=bool)
+        if unkeyed and "source" in table.columns
+        else np.ones(len(table), dtype=bool)
+    )
     sub = table.loc[keyed, key]
     repeated = sub.duplicated(keep=False).to_numpy()
     if not repeated.any():
@@ -199,7 +221,7 @@ def drop_duplicates(
     extra = block.duplicated(key, keep="first").to_numpy()
     dropped = rows[extra]
     where: dict[str, int] = {}
-    for s in source[dropped]:
+    for s in _text(table.iloc[dropped], "source"):
         where[s] = where.get(s, 0) + 1
     shown = ", ".join(f"{n} in {s or 'an input without a name'}" for s, n in list(where.items())[:MAX_NAMED])
     more = f" and {len(where) - MAX_NAMED} more inputs" if len(where) > MAX_NAMED else ""
