@@ -226,9 +226,14 @@ def analyze_main(argv: list[str]) -> int:
     if table.empty:
         if left_out:
             statuses = sorted({r.status for r in left_out})
+            hint = (
+                ""
+                if args.include_incomplete
+                else "; --include-incomplete analyses runs that did not complete"
+            )
             print(
                 f"{prog}: error: no run left to analyse: all {len(left_out)} run(s) were left out "
-                f"({', '.join(statuses)}); --include-incomplete analyses runs that did not complete",
+                f"({', '.join(statuses)}){hint}",
                 file=sys.stderr,
             )
         else:

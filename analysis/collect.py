@@ -95,6 +95,7 @@ def collect_runs(
     frames: list[pd.DataFrame] = []
     tables: list[pa.Table] = []
     times: dict[str, float | None] = {}  # source -> when its run last ran
+    no_results: list[LeftOut] = []  # run folders without a readable row
     unkeyed: set[str] = set()
 
     def add_frame(frame: pd.DataFrame | None, source: str, path: Path | None) -> None:
@@ -111,7 +112,9 @@ def collect_runs(
         folder = results.parent
         info = run_info(folder)
         table = read_results_jsonl(results, console, info.status)
-        if table is not None:
+        if table is None:
+            no_results.append(LeftOut(folder.name, info.status, str(folder), "no valid results"))
+        else:
             source = str(folder)
             times[source] = info.time
             tables.append(table.append_column("source", pa.array([source] * table.num_rows, pa.string())))
@@ -124,7 +127,10 @@ def collect_runs(
             continue
         path = Path(spec)
         if path.is_dir():
-            run_files, json_files = _walk(path, exclude)
+            run_files, json_files, bare = _walk(path, exclude)
+            for folder in bare:
+                status = run_info(folder).status
+                no_results.append(LeftOut(folder.name, status, str(folder), "no results written"))
             for run_file in console.track(run_files, f"reading {len(run_files)} runs", len(run_files)):
                 add_run(run_file)
             for json_file in json_files:
@@ -148,7 +154,8 @@ def collect_runs(
         frames.insert(0, merged.to_pandas())
     frames = [f for f in frames if len(f)]
     if not frames:
-        return Collected(normalise(pd.DataFrame({c: [] for c in MIN_COLUMNS})))
+        empty = normalise(pd.DataFrame({c: [] for c in MIN_COLUMNS}))
+        return Collected(*select(empty, console, times, without_results=no_results))
     if len(frames) == 1:
         table = normalise(frames[0])
     else:
@@ -159,7 +166,7 @@ def collect_runs(
         ]
         table = normalise(pd.concat(plain, ignore_index=True, sort=False))
     table, left_out = select(
-        table, console, times, frozenset(unkeyed), include_incomplete, keep_all_generations
+        table, console, times, frozenset(unkeyed), include_incomplete, keep_all_generations, no_results
     )
     return Collected(table, left_out)
 
@@ -171,11 +178,13 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
-    """Run folders' results files and lm-eval JSON candidates under `root`, in a stable order."""
+def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path], list[Path]]:
+    """Run folders' results files, lm-eval JSON candidates, and run folders with a run.json but no results
+    file (a run that failed or was stopped before its first evaluation) under `root`, in a stable order."""
     exclude_str = str(exclude.resolve()) if exclude is not None else None
     run_files: list[Path] = []
     json_files: list[Path] = []
+    bare: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
             d
@@ -187,10 +196,12 @@ def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
         if RESULTS_FILE in filenames:
             run_files.append(Path(dirpath, RESULTS_FILE))
             continue  # a run folder's other JSON files (run.json, ...) are not lm-eval results
+        if RUN_FILE in filenames:
+            bare.append(Path(dirpath))
         json_files.extend(
             Path(dirpath, f) for f in sorted(filenames) if f.endswith(".json") and f not in BOOKKEEPING_FILES
         )
-    return run_files, json_files
+    return run_files, json_files, bare
 
 
 # ---- CSV / Parquet -----------------------------------------------------------------------------------

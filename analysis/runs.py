@@ -19,7 +19,7 @@ Every run left out is returned as a `LeftOut`, for the console and the report.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -70,14 +70,19 @@ def select(
     unkeyed: frozenset[str] = frozenset(),
     include_incomplete: bool = False,
     keep_all_generations: bool = False,
+    without_results: Sequence[LeftOut] = (),
 ) -> tuple[pd.DataFrame, list[LeftOut]]:
     """The rows that count, and every run left out. `times` maps a row's `source` to when its run last ran;
-    rows from an `unkeyed` source (a table without run ids or seeds) have no identity to compare."""
+    rows from an `unkeyed` source (a table without run ids or seeds) have no identity to compare;
+    `without_results` are run folders that wrote no readable rows, listed with the rest."""
+    left_out: list[LeftOut] = list(without_results)
     if table.empty or "run_id" not in table.columns:
-        return table, []
+        if left_out:
+            _tell(console, left_out, include_incomplete)
+            console.warn(f"no run is left to analyse: all {len(left_out)} run(s) were left out")
+        return table, left_out
     codes = _run_codes(table)
     runs, run_codes = _runs(table, codes)
-    left_out: list[LeftOut] = []
     drop: set[tuple[str, str]] = set()
     for old, newest in _older_generations(runs, times, console, keep_all_generations):
         left_out.append(LeftOut(old.run_id, old.status, old.source, f"older generation of {newest.run_id}"))
@@ -96,22 +101,26 @@ def select(
         dropped = [code for run, code in zip(runs, run_codes, strict=True) if (run.sweep, run.run_id) in drop]
         table = table.loc[~np.isin(codes, dropped)].reset_index(drop=True)
     if left_out:
-        console.warn(
-            f"{len(left_out)} run(s) left out ({_counts(left_out)}), each listed in the console and the "
-            "report"
-            + ("" if include_incomplete else "; --include-incomplete analyses runs that did not complete")
-        )
-        for run in left_out:
-            console.info(f"  left out: {run.line()}")
+        _tell(console, left_out, include_incomplete)
     counted = [r for r in runs if (r.sweep, r.run_id) not in drop]
     if runs and not counted:
-        console.warn(f"no run is left to analyse: all {len(runs)} run(s) were left out")
+        console.warn(f"no run is left to analyse: all {len(left_out)} run(s) were left out")
     elif counted and all(r.status not in COUNTED_STATUSES for r in counted):
         console.warn(
             f"EVERY run analysed is incomplete ({_counts(counted)}): the verdicts describe runs that did not "
             "finish"
         )
     return drop_duplicates(table, console, unkeyed), left_out
+
+
+def _tell(console: Console, left_out: list[LeftOut], include_incomplete: bool) -> None:
+    """One warning that counts the runs left out, then each run on its own line."""
+    console.warn(
+        f"{len(left_out)} run(s) left out ({_counts(left_out)}), each listed in the console and the report"
+        + ("" if include_incomplete else "; --include-incomplete analyses runs that did not complete")
+    )
+    for run in left_out:
+        console.info(f"  left out: {run.line()}")
 
 
 def _text(table: pd.DataFrame, column: str) -> np.ndarray:

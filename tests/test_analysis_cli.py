@@ -442,3 +442,19 @@ def test_conflicting_duplicates_are_one_line_and_exit_2(
         f"dropped {len(df)} exact duplicate row(s) (the same measurement twice): {len(df)} in {path}"
         in (out / "report.md").read_text()
     )
+
+
+def test_a_sweep_that_failed_at_step_0_exits_1_naming_every_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    for i in range(2):
+        (tmp_path / "sweep" / f"r{i}").mkdir(parents=True)
+        (tmp_path / "sweep" / f"r{i}" / "run.json").write_text(json.dumps({"status": "failed"}))
+    out = tmp_path / "out"
+    assert analyze_main([str(tmp_path / "sweep"), "--out", str(out), "--include-incomplete"]) == 1
+    err = capsys.readouterr().err
+    assert "emergence analyze: error: no run left to analyse: all 2 run(s) were left out (failed)\n" in err
+    for i in range(2):
+        assert f"left out: r{i} (failed, no results written): {tmp_path / 'sweep' / f'r{i}'}" in err

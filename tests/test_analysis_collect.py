@@ -67,14 +67,22 @@ def test_sweep_bookkeeping_is_skipped_silently_but_malformed_lm_eval_files_still
         (run / ".submitit" / "123" / "job.json").write_text("{}")
         (run / "wandb" / "run-1" / "files" / "wandb-summary.json").write_text('{"loss": 1}')
         (run / "checkpoints" / "meta.json").write_text("{}")
+    # the run that never wrote a result (its process is gone: interrupted) is listed, nothing else is said
+    left = (
+        "1 run(s) left out (1 interrupted), each listed in the console and the report; --include-incomplete "
+        "analyses runs that did not complete"
+    )
     console = Console(quiet=True)
-    df = collect([str(sweep)], console)
-    assert len(df) == 6 and console.warnings == []
+    result = collect_runs([str(sweep)], console)
+    assert len(result.table) == 6 and console.warnings == [left]
+    assert [(r.run_id, r.status, r.why) for r in result.left_out] == [
+        ("pending", "interrupted", "no results written")
+    ]
     (sweep / "lm_eval").mkdir()
     (sweep / "lm_eval" / "results.json").write_text(json.dumps({"config": {}}))  # no 'results'
     console = Console(quiet=True)
     assert len(collect([str(sweep)], console)) == 6
-    assert len(console.warnings) == 1
+    assert len(console.warnings) == 2 and console.warnings[1] == left
     assert "lm_eval/results.json: skipped, not an lm-evaluation-harness result file" in console.warnings[0]
     console = Console(quiet=True)  # the manifest named as an input: say what it is
     assert collect([str(sweep / "manifest.json")], console).empty
@@ -484,6 +492,27 @@ def test_a_sweep_where_every_run_failed_says_so(tmp_path: Path) -> None:
     assert console.warnings[-1] == (
         "EVERY run analysed is incomplete (3 failed): the verdicts describe runs that did not finish"
     )
+
+
+def test_runs_that_failed_before_writing_any_result_are_listed(tmp_path: Path) -> None:
+    """Every run failed at step 0, before its first evaluation: no rows, and every run named."""
+    sweep = tmp_path / "sweep"
+    for i in range(3):
+        (sweep / f"r{i}").mkdir(parents=True)
+        (sweep / f"r{i}" / "run.json").write_text(json.dumps({"status": "failed", "reason": "CUDA OOM"}))
+    (sweep / "r3").mkdir()
+    (sweep / "r3" / RESULTS_FILE).write_text("{torn\n")  # wrote only a torn line
+    (sweep / "r3" / "run.json").write_text(json.dumps({"status": "failed"}))
+    console = Console(quiet=True)
+    result = collect_runs([str(sweep)], console, include_incomplete=True)
+    assert result.table.empty
+    assert sorted((r.run_id, r.status, r.why) for r in result.left_out) == [
+        ("r0", "failed", "no results written"),
+        ("r1", "failed", "no results written"),
+        ("r2", "failed", "no results written"),
+        ("r3", "failed", "no valid results"),
+    ]
+    assert console.warnings[-1] == "no run is left to analyse: all 4 run(s) were left out"
 
 
 def test_csv_status_column_is_honoured(tmp_path: Path) -> None:
