@@ -19,7 +19,7 @@ import pandas as pd
 from emergence_lab.analysis.figure_kinds import figure_kind, safe_name
 from emergence_lab.analysis.options import CRITERIA_HELP, Criteria
 from emergence_lab.analysis.runs import LeftOut
-from emergence_lab.analysis.schema import CONTINUOUS, DISCONTINUOUS
+from emergence_lab.analysis.schema import CONTINUOUS, DISCONTINUOUS, base_metric
 
 # The full tables keep only what a reader needs; every column stays in thresholds.csv / metric_check.csv.
 THRESHOLD_VIEW: tuple[tuple[str, str], ...] = (
@@ -102,7 +102,8 @@ def finding(row: Mapping[str, Any], check: Mapping[str, Any] | None = None) -> s
     metric check: persists". The one place that writes a verdict as a sentence: fields a detector adds
     (a per-seed threshold spread, the noise source that decided, a power statement) are read here when a
     row has them."""
-    name = str(row.get("metric", "?")).replace("_", " ")
+    metric, _, filtered = str(row.get("metric", "?")).partition(",")
+    name = metric.replace("_", " ") + (f" ({filtered})" if filtered else "")
     where = [name]
     if not _missing(row.get("depth")):
         where.append(f"depth {int(row['depth'])}")
@@ -142,7 +143,8 @@ def finding(row: Mapping[str, Any], check: Mapping[str, Any] | None = None) -> s
 
 def _metric_rank(metric: str) -> tuple[int, str]:
     order = (DISCONTINUOUS, *CONTINUOUS, "loss")
-    return (order.index(metric), metric) if metric in order else (len(order), metric)
+    base = base_metric(metric)
+    return (order.index(base), metric) if base in order else (len(order), metric)
 
 
 def _verdict_rank(label: str) -> int:

@@ -280,3 +280,5 @@ def test_the_verdict_sentence() -> None:
         "power_statement": "3 more seeds would decide.",
     }
     assert finding(other) == "acc: inconclusive. 3 more seeds would decide."
+    lm_eval = {"metric": "exact_match,strict-match", "classification": "absent"}
+    assert finding(lm_eval) == "exact match (strict-match): absent (no significant improvement)"
