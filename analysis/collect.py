@@ -6,6 +6,11 @@ files, and `wandb:<entity>/<project>[/<group>]` specs. A malformed file or line 
 that names it; it never stops the collection. A sweep's own bookkeeping (its manifest, each run's
 `run.json`, `config.yaml`, `.hydra/`, `.submitit/`, `wandb/`, `checkpoints/`) is not an input and is
 skipped silently. (File names come from the results contract, `emergence_lab.contract`.)
+
+What was read is then narrowed to what counts (`analysis.runs`): completed runs only unless
+`include_incomplete`, the newest generation of a relaunched run, exact duplicate rows once (conflicting
+ones are an error). Every row records its `source` (the run folder, file or wandb spec), and every run left
+out is returned with its status and folder.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""`report.md` and `report.html`: the verdict tables and every figure, with the command that rebuilds them.
+"""`report.md` and `report.html`: the findings first, then the figures, the tables and how they were made.
+
+The report opens with whatever a reader must know before any verdict (runs left out, incomplete runs
+analysed), then one short section per task: each metric and depth's verdict as a sentence (`finding`, the one
+place that words a verdict) beside the task's scale figure. The other figures follow, then the verdict tables
+narrowed to the columns a reader needs (the main split and emergent curves first; every column stays in
+thresholds.csv and metric_check.csv), the runs left out, the data and settings, and the warnings.
 
 The report is a list of blocks (heading, paragraph, code, table, image) rendered twice, so the Markdown
 and the HTML always say the same thing. Nothing time-dependent goes in: a rebuild gives identical bytes.

@@ -229,10 +229,18 @@ def drop_duplicates(
         raise DuplicateError(_conflict_message(block, key, group, conflicting))
     extra = block.duplicated(key, keep="first").to_numpy()
     dropped = rows[extra]
-    where: dict[str, int] = {}
-    for s in _text(table.iloc[dropped], "source"):
-        where[s] = where.get(s, 0) + 1
-    shown = ", ".join(f"{n} in {s or 'an input without a name'}" for s, n in list(where.items())[:MAX_NAMED])
+    sources = _text(block, "source")
+    kept_source = dict(zip(group[~extra], sources[~extra], strict=True))  # each group's first copy
+    where: dict[tuple[str, str], int] = {}
+    for code, copy in zip(group[extra], sources[extra], strict=True):
+        pair = (copy, kept_source[code])
+        where[pair] = where.get(pair, 0) + 1
+
+    def place(copy: str, original: str) -> str:
+        name = copy or "an input without a name"
+        return name if copy == original else f"{name} (repeating {original or 'an input without a name'})"
+
+    shown = ", ".join(f"{n} in {place(*pair)}" for pair, n in list(where.items())[:MAX_NAMED])
     more = f" and {len(where) - MAX_NAMED} more inputs" if len(where) > MAX_NAMED else ""
     console.warn(f"dropped {len(dropped)} exact duplicate row(s) (the same measurement twice): {shown}{more}")
     return table.drop(index=table.index[dropped]).reset_index(drop=True)

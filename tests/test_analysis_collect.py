@@ -561,7 +561,8 @@ def test_the_same_run_folder_in_two_places_counts_once(tmp_path: Path) -> None:
     df = collect([str(tmp_path / "one"), str(tmp_path / "copy")], console)
     assert len(df) == 6
     assert console.warnings == [
-        f"dropped 6 exact duplicate row(s) (the same measurement twice): 6 in {tmp_path / 'copy' / 'a'}"
+        f"dropped 6 exact duplicate row(s) (the same measurement twice): 6 in {tmp_path / 'copy' / 'a'} "
+        f"(repeating {tmp_path / 'one' / 'a'})"
     ]
 
 
