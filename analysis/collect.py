@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ def collect_runs(
     tables: list[pa.Table] = []
     times: dict[str, float | None] = {}  # source -> when its run last ran
     no_results: list[LeftOut] = []  # run folders without a readable row
+    planned: dict[str, tuple[str, ...]] = {}  # run id -> the overrides its sweep's manifest planned
     unkeyed: set[str] = set()
 
     def add_frame(frame: pd.DataFrame | None, source: str, path: Path | None) -> None:
@@ -132,7 +134,9 @@ def collect_runs(
             continue
         path = Path(spec)
         if path.is_dir():
-            run_files, json_files, bare = _walk(path, exclude)
+            run_files, json_files, bare, manifests = _walk(path, exclude)
+            for manifest in manifests:
+                planned.update(_planned(manifest))
             for folder in bare:
                 status = run_info(folder).status
                 no_results.append(LeftOut(folder.name, status, str(folder), "no results written"))
@@ -171,7 +175,14 @@ def collect_runs(
         ]
         table = normalise(pd.concat(plain, ignore_index=True, sort=False))
     table, left_out = select(
-        table, console, times, frozenset(unkeyed), include_incomplete, keep_all_generations, no_results
+        table,
+        console,
+        times,
+        frozenset(unkeyed),
+        include_incomplete,
+        keep_all_generations,
+        no_results,
+        planned,
     )
     return Collected(table, left_out)
 
@@ -183,13 +194,15 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path], list[Path]]:
-    """Run folders' results files, lm-eval JSON candidates, and run folders with a run.json but no results
-    file (a run that failed or was stopped before its first evaluation) under `root`, in a stable order."""
+def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
+    """Under `root`, in a stable order: run folders' results files, lm-eval JSON candidates, run folders
+    with a run.json but no results file (a run that failed or was stopped before its first evaluation), and
+    sweep manifests."""
     exclude_str = str(exclude.resolve()) if exclude is not None else None
     run_files: list[Path] = []
     json_files: list[Path] = []
     bare: list[Path] = []
+    manifests: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
             d
@@ -198,6 +211,8 @@ def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path], lis
             and d not in SKIP_DIRS
             and (exclude_str is None or str(Path(dirpath, d).resolve()) != exclude_str)
         )
+        if MANIFEST_FILE in filenames:
+            manifests.append(Path(dirpath, MANIFEST_FILE))
         if RESULTS_FILE in filenames:
             run_files.append(Path(dirpath, RESULTS_FILE))
             continue  # a run folder's other JSON files (run.json, ...) are not lm-eval results
@@ -206,7 +221,21 @@ def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path], lis
         json_files.extend(
             Path(dirpath, f) for f in sorted(filenames) if f.endswith(".json") and f not in BOOKKEEPING_FILES
         )
-    return run_files, json_files, bare
+    return run_files, json_files, bare, manifests
+
+
+def _planned(manifest: Path) -> dict[str, tuple[str, ...]]:
+    """run id -> the overrides a sweep manifest planned it with (empty where the manifest is unreadable)."""
+    try:
+        doc = json.loads(manifest.read_text())
+        runs = doc.get("runs", []) if isinstance(doc, dict) else []
+        return {
+            str(r["run_id"]): tuple(sorted(map(str, r.get("overrides") or [])))
+            for r in runs
+            if isinstance(r, dict) and "run_id" in r
+        }
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 # ---- CSV / Parquet -----------------------------------------------------------------------------------

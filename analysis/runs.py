@@ -71,10 +71,12 @@ def select(
     include_incomplete: bool = False,
     keep_all_generations: bool = False,
     without_results: Sequence[LeftOut] = (),
+    planned: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[pd.DataFrame, list[LeftOut]]:
     """The rows that count, and every run left out. `times` maps a row's `source` to when its run last ran;
     rows from an `unkeyed` source (a table without run ids or seeds) have no identity to compare;
-    `without_results` are run folders that wrote no readable rows, listed with the rest."""
+    `without_results` are run folders that wrote no readable rows, listed with the rest; `planned` maps a
+    run id to the overrides its sweep's manifest planned it with."""
     left_out: list[LeftOut] = list(without_results)
     if table.empty or "run_id" not in table.columns:
         if left_out:
@@ -84,7 +86,7 @@ def select(
     codes = _run_codes(table)
     runs, run_codes = _runs(table, codes)
     drop: set[tuple[str, str]] = set()
-    for old, newest in _older_generations(runs, times, console, keep_all_generations):
+    for old, newest in _older_generations(runs, times, console, keep_all_generations, planned or {}):
         left_out.append(LeftOut(old.run_id, old.status, old.source, f"older generation of {newest.run_id}"))
         drop.add((old.sweep, old.run_id))
     incomplete = [r for r in runs if r.status not in COUNTED_STATUSES and (r.sweep, r.run_id) not in drop]
@@ -166,16 +168,22 @@ def _counts(runs: list) -> str:
 
 
 def _older_generations(
-    runs: list[Run], times: Mapping[str, float | None], console: Console, keep_all: bool
+    runs: list[Run],
+    times: Mapping[str, float | None],
+    console: Console,
+    keep_all: bool,
+    planned: Mapping[str, tuple[str, ...]],
 ) -> list[tuple[Run, Run]]:
-    """(older run, newest run) for every run id superseded by a later generation of the same stem."""
-    groups: dict[tuple[str, str], list[Run]] = {}
+    """(older run, newest run) for every run id superseded by a later generation of the same stem. Runs
+    that the manifest planned with different overrides (a study that varies, say, the learning rate at one
+    shape) are distinct runs, not generations."""
+    groups: dict[tuple[str, str, tuple[str, ...] | None], list[Run]] = {}
     for run in runs:
         match = _GENERATION.match(run.run_id)
         if match:
-            groups.setdefault((run.sweep, match["stem"]), []).append(run)
+            groups.setdefault((run.sweep, match["stem"], planned.get(run.run_id)), []).append(run)
     out: list[tuple[Run, Run]] = []
-    for _key, members in sorted(groups.items(), key=lambda item: item[0]):
+    for _key, members in sorted(groups.items(), key=lambda item: (item[0][:2], str(item[0][2]))):
         if len(members) < 2:
             continue
         ordered = sorted(members, key=lambda r: (times.get(r.source) or -np.inf, r.run_id))

@@ -632,3 +632,27 @@ def test_generations_without_run_json_times_are_ordered_by_file_mtime(tmp_path: 
     result = collect_runs([str(sweep)], Console(quiet=True))
     assert set(result.table["run_id"].astype(str)) == {new}
     assert [r.run_id for r in result.left_out] == [old]
+
+
+@pytest.mark.parametrize("varied", [False, True])
+def test_a_study_that_varies_a_setting_at_one_shape_is_not_a_relaunch(tmp_path: Path, varied: bool) -> None:
+    """The manifest tells the two apart: a relaunch plans the same overrides again (the config file changed);
+    a study that varies the learning rate at one shape plans each run with its own overrides."""
+    sweep = tmp_path / "sweep"
+    a, b = "addition-w8-d1-s0-aaaaaaaa", "addition-w8-d1-s0-bbbbbbbb"
+    base = ["model.width=8", "model.depth=1", "seed=0"]
+    runs = [
+        {"run_id": a, "overrides": [*base, "optim.lr=0.001"] if varied else base},
+        {"run_id": b, "overrides": [*base, "optim.lr=0.003"] if varied else base},
+    ]
+    sweep.mkdir()
+    (sweep / "manifest.json").write_text(json.dumps({"sweep": "s", "runs": runs}))
+    write_run(sweep, a, "completed", run_rows(a, 1000), ended_at="2026-01-02T00:00:00")
+    write_run(sweep, b, "completed", run_rows(b, 1000), ended_at="2026-01-03T00:00:00")
+    console = Console(quiet=True)
+    result = collect_runs([str(sweep)], console)
+    if varied:
+        assert result.table["run_id"].nunique() == 2 and result.left_out == [] and console.warnings == []
+    else:
+        assert set(result.table["run_id"].astype(str)) == {b}
+        assert [r.why for r in result.left_out] == [f"older generation of {b}"]
