@@ -248,13 +248,23 @@ def _findings(task: str, thresholds: pd.DataFrame, metric_check: pd.DataFrame, m
     for _, row in primary.iterrows():
         lines.append(finding(row.to_dict(), _check_for(metric_check, row.to_dict())))
     for split in sorted(set(mine["split"].astype(str)) - {str(main)}):
+        # other splits in one short line: the counts, and where the first metric (exact match) turns on
         rows = mine.loc[mine["split"].astype(str) == split]
-        emergent = rows.loc[rows["classification"].astype(str) == "emergent"]
+        line = f"{split} split: {_counts(rows['classification'])}"
+        first = min(map(str, rows["metric"]), key=_metric_rank)
+        emergent = rows.loc[
+            (rows["metric"].astype(str) == first) & (rows["classification"].astype(str) == "emergent")
+        ]
         if len(emergent):
-            said = "; ".join(finding(r.to_dict()) for _, r in _sorted(emergent, main).iterrows())
-            lines.append(f"{split} split: {said}")
-        else:
-            lines.append(f"{split} split: nothing emergent ({_counts(rows['classification'])})")
+            unit = X_UNITS.get(str(emergent["x"].iloc[0]), "") if "x" in emergent.columns else ""
+            at = [
+                size(r["threshold"]) + (f" (depth {int(r['depth'])})" if not _missing(r.get("depth")) else "")
+                for _, r in emergent.sort_values(
+                    "depth" if "depth" in emergent.columns else "metric"
+                ).iterrows()
+            ]
+            line += f"; {first.replace('_', ' ')} emergent at {', '.join(at)} {unit}".rstrip()
+        lines.append(line)
     return lines
 
 

@@ -188,6 +188,9 @@ def test_the_report_opens_with_each_tasks_verdicts_beside_its_scale_figure(analy
         "token accuracy, depth 2",
     ]
     assert len(sentences) == 2 * 6 + 1 and sentences[-1].startswith("ood split: ")
+    ood = pd.read_csv(analysed / "thresholds.csv").query("split == 'ood' and subtask == 'all'")
+    counts = ood["classification"].value_counts()
+    assert sentences[-1].startswith(f"ood split: {counts['emergent']} emergent, ")
     thresholds = pd.read_csv(analysed / "thresholds.csv").set_index(["split", "subtask", "metric", "depth"])
     for depth in (1, 2):
         row = thresholds.loc[("test", "all", "exact_match", depth)]
