@@ -89,7 +89,8 @@ def bench_analyze(
             workers.warm_up()
         options = Options(command=f"emergence analyze {table_path} --out {out}")
         paths = write_results(table, out, options, console.warnings)
-        table, options, warnings = read_results(paths[0])
+        stored = read_results(paths[0])
+        table, options, warnings = stored.table, stored.options, stored.warnings
         timings["write+read results"] = time.perf_counter() - start - timings["collect"]
         _, written = build(table, out, options, Console(quiet=True), warnings, figures, workers, timings)
     return time.perf_counter() - start, len(table), timings, len(paths) + len(written)

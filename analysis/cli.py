@@ -72,6 +72,18 @@ def _analyze_parser() -> _Parser:
         "study's, else all)",
     )
     p.add_argument("--params-map", type=Path, help="CSV model,n_params for lm-eval models")
+    p.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="analyse failed, interrupted, running and pending runs too (default: completed runs only; the "
+        "others are listed in the console and the report)",
+    )
+    p.add_argument(
+        "--keep-all-generations",
+        action="store_true",
+        help="count every run id of one task, shape and seed (default: only the newest, when a sweep was "
+        "relaunched after a config change)",
+    )
     p.add_argument("--wandb", action="store_true", help="log figures and tables to a job_type=analysis run")
     p.add_argument(
         "--wandb-project", default=None, help="wandb project (default $WANDB_PROJECT or emergence-lab)"
@@ -182,7 +194,7 @@ def analyze_main(argv: list[str]) -> int:
             return _fail(prog, str(exc))
 
     from emergence_lab.analysis.aggregate import resolve_by
-    from emergence_lab.analysis.collect import collect
+    from emergence_lab.analysis.collect import collect_runs
     from emergence_lab.analysis.parallel import Workers
     from emergence_lab.analysis.pipeline import (
         WARM_UP_ROWS,
@@ -196,9 +208,36 @@ def analyze_main(argv: list[str]) -> int:
     criteria = Criteria(**{k[5:]: v for k, v in vars(args).items() if k.startswith("crit_")})
     check = CheckOptions(**{k[6:]: v for k, v in vars(args).items() if k.startswith("check_")})
     command = "emergence analyze " + shlex.join(argv)
-    table = collect(args.inputs, console, params_map, x if x != "step" else "n_params", exclude=args.out)
+    from emergence_lab.analysis.runs import DuplicateError
+
+    try:
+        collected = collect_runs(
+            args.inputs,
+            console,
+            params_map,
+            x if x != "step" else "n_params",
+            args.out,
+            args.include_incomplete,
+            args.keep_all_generations,
+        )
+    except DuplicateError as exc:
+        return _fail(prog, str(exc))
+    table, left_out = collected.table, collected.left_out
     if table.empty:
-        print(f"{prog}: error: no result rows found in the inputs", file=sys.stderr)
+        if left_out:
+            statuses = sorted({r.status for r in left_out})
+            hint = (
+                ""
+                if args.include_incomplete
+                else "; --include-incomplete analyses runs that did not complete"
+            )
+            print(
+                f"{prog}: error: no run left to analyse: all {len(left_out)} run(s) were left out "
+                f"({', '.join(statuses)}){hint}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"{prog}: error: no result rows found in the inputs", file=sys.stderr)
         return 1
     figures = settings["figures"]
     options = Options(
@@ -219,19 +258,26 @@ def analyze_main(argv: list[str]) -> int:
     with Workers(args.jobs, WORKER_MODULES) as workers:
         if len(table) >= WARM_UP_ROWS and not args.no_figures:
             workers.warm_up()  # their imports overlap writing and re-reading the table
-        paths = write_results(table, args.out, options, list(console.warnings))
+        paths = write_results(table, args.out, options, list(console.warnings), left_out)
         for path in paths:
             print(path)
         # Analyse the table as `emergence figures` will read it, so both commands write the same bytes.
-        table, options, collect_warnings = read_results(paths[0])
+        stored = read_results(paths[0])
         figures = not args.no_figures
         _, written = build(
-            table, args.out, options, Console(quiet=args.quiet), collect_warnings, figures, workers
+            stored.table,
+            args.out,
+            stored.options,
+            Console(quiet=args.quiet),
+            stored.warnings,
+            figures,
+            workers,
+            left_out=stored.left_out,
         )
     for path in written:
         print(path)
     if args.wandb:
-        written_wandb = _log_wandb(args, options, table, args.out, written)
+        written_wandb = _log_wandb(args, stored.options, stored.table, args.out, written)
         if written_wandb:
             print(written_wandb)
     return 0
@@ -296,11 +342,18 @@ def figures_main(argv: list[str]) -> int:
         try:
             if parquet.stat().st_size > WARM_UP_ROWS * 10:  # roughly WARM_UP_ROWS rows
                 workers.warm_up()
-            table, options, collect_warnings = read_results(parquet)
+            stored = read_results(parquet)
         except Exception as exc:
             return _fail(prog, f"{parquet}: cannot read ({type(exc).__name__}: {exc})")
         _, written = build(
-            table, args.dir, options, Console(quiet=args.quiet), collect_warnings, True, workers
+            stored.table,
+            args.dir,
+            stored.options,
+            Console(quiet=args.quiet),
+            stored.warnings,
+            True,
+            workers,
+            left_out=stored.left_out,
         )
     for path in written:
         print(path)

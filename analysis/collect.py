@@ -6,14 +6,21 @@ files, and `wandb:<entity>/<project>[/<group>]` specs. A malformed file or line 
 that names it; it never stops the collection. A sweep's own bookkeeping (its manifest, each run's
 `run.json`, `config.yaml`, `.hydra/`, `.submitit/`, `wandb/`, `checkpoints/`) is not an input and is
 skipped silently. (File names come from the results contract, `emergence_lab.contract`.)
+
+What was read is then narrowed to what counts (`analysis.runs`): completed runs only unless
+`include_incomplete`, the newest generation of a relaunched run, exact duplicate rows once (conflicting
+ones are an error). Every row records its `source` (the run folder, file or wandb spec), and every run left
+out is returned with its status and folder.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +28,9 @@ import pandas as pd
 import pyarrow as pa
 
 from emergence_lab.analysis.console import Console
-from emergence_lab.analysis.jsonl import read_results_jsonl, warn_lines
+from emergence_lab.analysis.jsonl import read_results_jsonl, run_info, warn_lines
 from emergence_lab.analysis.lm_eval import read_lm_eval
+from emergence_lab.analysis.runs import LeftOut, select
 from emergence_lab.analysis.schema import MIN_COLUMNS, normalise
 from emergence_lab.contract import MANIFEST_FILE, RESULTS_FILE, RUN_FILE
 
@@ -56,49 +64,98 @@ def check_inputs(inputs: list[str]) -> str | None:
     return None
 
 
+@dataclass
+class Collected:
+    """The rows that count, and every run left out of them (with its status, folder and why)."""
+
+    table: pd.DataFrame
+    left_out: list[LeftOut] = field(default_factory=list)
+
+
 def collect(
     inputs: list[str],
     console: Console,
     params_map: dict[str, int] | None = None,
     scale_column: str = "n_params",
     exclude: Path | None = None,
+    include_incomplete: bool = False,
+    keep_all_generations: bool = False,
 ) -> pd.DataFrame:
-    """Read every input and return one normalised table (possibly empty)."""
+    """Read every input and return one normalised table (possibly empty) of the rows that count."""
+    return collect_runs(
+        inputs, console, params_map, scale_column, exclude, include_incomplete, keep_all_generations
+    ).table
+
+
+def collect_runs(
+    inputs: list[str],
+    console: Console,
+    params_map: dict[str, int] | None = None,
+    scale_column: str = "n_params",
+    exclude: Path | None = None,
+    include_incomplete: bool = False,
+    keep_all_generations: bool = False,
+) -> Collected:
+    """Read every input into one normalised table, then keep what counts (`runs.select`: completed runs,
+    the newest generation, no duplicates). Raises `runs.DuplicateError` on conflicting duplicates."""
     frames: list[pd.DataFrame] = []
     tables: list[pa.Table] = []
+    times: dict[str, float | None] = {}  # source -> when its run last ran
+    no_results: list[LeftOut] = []  # run folders without a readable row
+    planned: dict[str, tuple[str, ...]] = {}  # run id -> the overrides its sweep's manifest planned
+    unkeyed: set[str] = set()
+
+    def add_frame(frame: pd.DataFrame | None, source: str, path: Path | None) -> None:
+        if frame is None or not len(frame):
+            return
+        if "source" not in frame.columns:
+            frame["source"] = source
+        if frame.attrs.get("unkeyed"):
+            unkeyed.add(source)
+        times[source] = _mtime(path) if path is not None else None
+        frames.append(frame)
+
+    def add_run(results: Path) -> None:
+        folder = results.parent
+        info = run_info(folder)
+        table = read_results_jsonl(results, console, info.status)
+        if table is None:
+            no_results.append(LeftOut(folder.name, info.status, str(folder), "no valid results"))
+        else:
+            source = str(folder)
+            times[source] = info.time
+            tables.append(table.append_column("source", pa.array([source] * table.num_rows, pa.string())))
+
     for spec in inputs:
         if is_wandb_spec(spec):
             from emergence_lab.analysis.wandb_io import read_wandb
 
-            frame = read_wandb(spec, console)
-            if frame is not None and len(frame):
-                frames.append(frame)
+            add_frame(read_wandb(spec, console), spec, None)
             continue
         path = Path(spec)
         if path.is_dir():
-            run_files, json_files = _walk(path, exclude)
+            run_files, json_files, bare, manifests = _walk(path, exclude)
+            for manifest in manifests:
+                planned.update(_planned(manifest))
+            for folder in bare:
+                status = run_info(folder).status
+                no_results.append(LeftOut(folder.name, status, str(folder), "no results written"))
             for run_file in console.track(run_files, f"reading {len(run_files)} runs", len(run_files)):
-                table = read_results_jsonl(run_file, console)
-                if table is not None:
-                    tables.append(table)
+                add_run(run_file)
             for json_file in json_files:
-                frame = read_lm_eval(json_file, console, params_map, quiet_if_foreign=False)
-                if frame is not None:
-                    frames.append(frame)
+                add_frame(
+                    read_lm_eval(json_file, console, params_map, quiet_if_foreign=False),
+                    str(json_file),
+                    json_file,
+                )
         elif path.name.endswith(".jsonl"):
-            table = read_results_jsonl(path, console)
-            if table is not None:
-                tables.append(table)
+            add_run(path)
         elif path.suffix.lower() in TABLE_SUFFIXES:
-            frame = read_table_file(path, console, scale_column)
-            if frame is not None:
-                frames.append(frame)
+            add_frame(read_table_file(path, console, scale_column), str(path), path)
         elif path.name in BOOKKEEPING_FILES:
             console.warn(f"{path}: skipped, a sweep's or run's bookkeeping file (pass the folder instead)")
         elif path.suffix.lower() == ".json":
-            frame = read_lm_eval(path, console, params_map, quiet_if_foreign=False)
-            if frame is not None:
-                frames.append(frame)
+            add_frame(read_lm_eval(path, console, params_map, quiet_if_foreign=False), str(path), path)
         else:
             console.warn(f"{path}: skipped, not a results.jsonl, CSV, Parquet or lm-eval JSON file")
     if tables:
@@ -106,21 +163,46 @@ def collect(
         frames.insert(0, merged.to_pandas())
     frames = [f for f in frames if len(f)]
     if not frames:
-        return normalise(pd.DataFrame({c: [] for c in MIN_COLUMNS}))
+        empty = normalise(pd.DataFrame({c: [] for c in MIN_COLUMNS}))
+        return Collected(*select(empty, console, times, without_results=no_results))
     if len(frames) == 1:
-        return normalise(frames[0])
-    # Categoricals from different inputs have different categories; plain objects concatenate cleanly.
-    plain = [
-        f.apply(lambda s: s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s) for f in frames
-    ]
-    return normalise(pd.concat(plain, ignore_index=True, sort=False))
+        table = normalise(frames[0])
+    else:
+        # Categoricals from different inputs have different categories; plain objects concatenate cleanly.
+        plain = [
+            f.apply(lambda s: s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s)
+            for f in frames
+        ]
+        table = normalise(pd.concat(plain, ignore_index=True, sort=False))
+    table, left_out = select(
+        table,
+        console,
+        times,
+        frozenset(unkeyed),
+        include_incomplete,
+        keep_all_generations,
+        no_results,
+        planned,
+    )
+    return Collected(table, left_out)
 
 
-def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
-    """Run folders' results files and lm-eval JSON candidates under `root`, in a stable order."""
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
+    """Under `root`, in a stable order: run folders' results files, lm-eval JSON candidates, run folders
+    with a run.json but no results file (a run that failed or was stopped before its first evaluation), and
+    sweep manifests."""
     exclude_str = str(exclude.resolve()) if exclude is not None else None
     run_files: list[Path] = []
     json_files: list[Path] = []
+    bare: list[Path] = []
+    manifests: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
             d
@@ -129,13 +211,31 @@ def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
             and d not in SKIP_DIRS
             and (exclude_str is None or str(Path(dirpath, d).resolve()) != exclude_str)
         )
+        if MANIFEST_FILE in filenames:
+            manifests.append(Path(dirpath, MANIFEST_FILE))
         if RESULTS_FILE in filenames:
             run_files.append(Path(dirpath, RESULTS_FILE))
             continue  # a run folder's other JSON files (run.json, ...) are not lm-eval results
+        if RUN_FILE in filenames:
+            bare.append(Path(dirpath))
         json_files.extend(
             Path(dirpath, f) for f in sorted(filenames) if f.endswith(".json") and f not in BOOKKEEPING_FILES
         )
-    return run_files, json_files
+    return run_files, json_files, bare, manifests
+
+
+def _planned(manifest: Path) -> dict[str, tuple[str, ...]]:
+    """run id -> the overrides a sweep manifest planned it with (empty where the manifest is unreadable)."""
+    try:
+        doc = json.loads(manifest.read_text())
+        runs = doc.get("runs", []) if isinstance(doc, dict) else []
+        return {
+            str(r["run_id"]): tuple(sorted(map(str, r.get("overrides") or [])))
+            for r in runs
+            if isinstance(r, dict) and "run_id" in r
+        }
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 # ---- CSV / Parquet -----------------------------------------------------------------------------------
@@ -198,6 +298,8 @@ def read_table_file(path: Path, console: Console, scale_column: str = "n_params"
     for col, default in defaults.items():
         if col not in df.columns:
             df[col] = default
+    # Without run ids or seeds, two rows of one size may be two seeds or one row twice: nobody can tell.
+    df.attrs["unkeyed"] = "run_id" not in df.columns and "seed" not in df.columns
     if "run_id" not in df.columns:  # one run per configuration and seed
         config = [c for c in ("sweep", "model", "n_params", "width", "depth", "seed") if c in df.columns]
         run_id = df[config[0]].astype(str)

@@ -7,6 +7,7 @@ exactly one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -57,3 +58,8 @@ _BY_NAME = {k.name: k for k in REGISTRY}
 
 def figure_kind(name: str) -> FigureKind | None:
     return _BY_NAME.get(name)
+
+
+def safe_name(text: str) -> str:
+    """A task name as it appears in figure file names (`<kind>_<safe task>.png`)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "task"

@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from emergence_lab.analysis.aggregate import curve_keys
 from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.curves import CurveResult
-from emergence_lab.analysis.figure_kinds import FIGURE_KINDS, figure_kind
+from emergence_lab.analysis.figure_kinds import FIGURE_KINDS, figure_kind, safe_name
 from emergence_lab.analysis.parallel import Workers
 from emergence_lab.analysis.schema import (
     CONTINUOUS,
@@ -118,10 +118,6 @@ class FigureData:
     @property
     def x_label(self) -> str:
         return self.size_label if self.x == "n_params" else X_LABELS.get(self.x, self.x)
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "task"
 
 
 def main_split(df: pd.DataFrame) -> str | None:

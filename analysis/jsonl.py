@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,14 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from emergence_lab.analysis.console import Console
-from emergence_lab.contract import MIN_COLUMNS, RESULT_COLUMNS, RUN_FILE, SCHEMA_VERSION
+from emergence_lab.contract import (
+    MIN_COLUMNS,
+    READABLE_SCHEMA_VERSIONS,
+    RESULT_COLUMNS,
+    RESULTS_FILE,
+    RUN_FILE,
+    live_status,
+)
 
 MAX_LINE_WARNINGS = 5
 
@@ -31,8 +40,38 @@ _INT_FIELDS = frozenset(c.name for c in RESULT_COLUMNS if c.type == "int")
 _PARSE = pa_json.ParseOptions(explicit_schema=JSONL_SCHEMA, unexpected_field_behavior="ignore")
 
 
-def read_results_jsonl(path: Path, console: Console) -> pa.Table | None:
-    """One run's rows. A fast Arrow parse when the file is clean; line by line (with warnings) otherwise."""
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run folder's run.json says about the run: its live status (a `running` run whose lock is free
+    is `interrupted`; `unknown` without a readable run.json) and when it last ran (ended_at, else
+    started_at, else the results file's mtime; POSIX seconds), which orders relaunched generations."""
+
+    status: str
+    time: float | None
+
+
+def run_info(run_dir: Path) -> RunInfo:
+    try:
+        info = json.loads((run_dir / RUN_FILE).read_text())
+        if not isinstance(info, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError):
+        info = {}
+    status = live_status(run_dir, str(info.get("status") or "unknown"))
+    for key in ("ended_at", "started_at"):
+        try:
+            return RunInfo(status, datetime.fromisoformat(str(info[key])).timestamp())
+        except (KeyError, TypeError, ValueError):
+            continue
+    try:
+        return RunInfo(status, (run_dir / RESULTS_FILE).stat().st_mtime)
+    except OSError:
+        return RunInfo(status, None)
+
+
+def read_results_jsonl(path: Path, console: Console, status: str | None = None) -> pa.Table | None:
+    """One run's rows. A fast Arrow parse when the file is clean; line by line (with warnings) otherwise.
+    `status` (default: the run folder's, from its run.json) fills the `status` column."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -51,7 +90,8 @@ def read_results_jsonl(path: Path, console: Console) -> pa.Table | None:
     if table is None or table.num_rows == 0:
         console.warn(f"{path}: no valid rows")
         return None
-    status = _run_status(path.parent)
+    if status is None:
+        status = run_info(path.parent).status
     table = table.append_column("status", pa.array(np.full(table.num_rows, status, dtype=object), _STR))
     if table.column("run_id").null_count:
         fill = pc.fill_null(table.column("run_id"), path.parent.name)
@@ -66,7 +106,8 @@ def _clean(table: pa.Table) -> bool:
     versions = table.column("schema_version")
     if versions.null_count == table.num_rows:
         return True
-    return bool(pc.all(pc.equal(versions, SCHEMA_VERSION)).as_py())
+    readable = pa.array(READABLE_SCHEMA_VERSIONS, pa.int64())
+    return bool(pc.all(pc.is_in(versions, value_set=readable)).as_py())
 
 
 def _read_lines(path: Path, data: bytes, console: Console) -> pa.Table:
@@ -100,8 +141,8 @@ def warn_lines(path: Path, messages: list[str], console: Console) -> None:
 def _validate_row(obj: Any) -> tuple[dict[str, Any], str | None]:
     if not isinstance(obj, dict):
         return {}, "not a JSON object"
-    version = obj.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
+    version = obj.get("schema_version", READABLE_SCHEMA_VERSIONS[-1])
+    if version not in READABLE_SCHEMA_VERSIONS or isinstance(version, bool):
         return {}, f"unsupported schema_version {version!r}"
     row: dict[str, Any] = {}
     for field in JSONL_SCHEMA:
@@ -123,11 +164,3 @@ def _validate_row(obj: Any) -> tuple[dict[str, Any], str | None]:
                 value = int(value)
             row[field.name] = value
     return row, None
-
-
-def _run_status(run_dir: Path) -> str:
-    try:
-        info = json.loads((run_dir / RUN_FILE).read_text())
-        return str(info.get("status") or "unknown")
-    except (OSError, ValueError, AttributeError):
-        return "unknown"

@@ -3,7 +3,8 @@
 v0.3: `{"results": {task: {"acc": .., "acc_stderr": ..}}, "versions": .., "config": {"model_args": ..}}`.
 v0.4: metric keys carry a filter suffix (`"acc,none"`, `"exact_match,strict-match"`), and the file adds
 `configs`, `n-shot` and `higher_is_better`. The filter `none` is dropped from the metric name; any other
-filter stays (`exact_match,strict-match`), so two filters of one metric never collide.
+filter stays (`exact_match,strict-match`), so two filters of one metric never collide. v0.4's `n-samples`
+(the effective count) gives `n_examples`.
 
 The model and checkpoint come from `config.model_args` (`pretrained=NAME,revision=stepN`): one model is
 one run (`run_id = NAME@REVISION`), the step is parsed from the revision. The parameter count comes from
@@ -102,6 +103,7 @@ def read_lm_eval(
     n_shot = obj.get("n-shot") if isinstance(obj.get("n-shot"), dict) else {}
     default_shot = config.get("num_fewshot")
     directions = obj.get("higher_is_better") if isinstance(obj.get("higher_is_better"), dict) else {}
+    samples = obj.get("n-samples") if isinstance(obj.get("n-samples"), dict) else {}
 
     rows: list[dict[str, Any]] = []
     for task, metrics in obj["results"].items():
@@ -111,6 +113,8 @@ def read_lm_eval(
         name = f"{task}@{shots}shot" if shots else str(task)
         values, errors = _split_metrics(metrics)
         task_dirs = directions.get(task) if isinstance(directions.get(task), dict) else {}
+        counted = samples.get(task) if isinstance(samples.get(task), dict) else {}
+        n_examples = _as_int(counted.get("effective", counted.get("original")))
         for metric, value in values.items():
             hib = task_dirs.get(metric.split(",", 1)[0])
             rows.append(
@@ -120,6 +124,7 @@ def read_lm_eval(
                     "value": value,
                     "stderr": errors.get(metric, math.nan),
                     "higher_is_better": hib if isinstance(hib, bool) else None,
+                    "n_examples": n_examples,
                 }
             )
     if not rows:

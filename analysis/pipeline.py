@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from emergence_lab.analysis.metric_check import metric_check
 from emergence_lab.analysis.options import FIGURE_KINDS, CheckOptions, Criteria
 from emergence_lab.analysis.parallel import Workers
 from emergence_lab.analysis.report import build_blocks, write_report
+from emergence_lab.analysis.runs import COUNTED_STATUSES, LeftOut
 from emergence_lab.analysis.schema import metric_directions, normalise
 
 RESULTS_PARQUET = "results.parquet"
@@ -83,11 +85,32 @@ class Analysis:
     by: str = "none"
 
 
-def write_results(table: pd.DataFrame, out_dir: Path, options: Options, warnings: list[str]) -> list[Path]:
-    """results.parquet (options and collection warnings in its metadata) and results.csv."""
+@dataclass
+class Stored:
+    """What results.parquet holds: the table, the analysis options, the collection's warnings and the runs
+    it left out (so `emergence figures` rebuilds the report `emergence analyze` wrote)."""
+
+    table: pd.DataFrame
+    options: Options
+    warnings: list[str]
+    left_out: list[LeftOut]
+
+
+def write_results(
+    table: pd.DataFrame,
+    out_dir: Path,
+    options: Options,
+    warnings: list[str],
+    left_out: Sequence[LeftOut] = (),
+) -> list[Path]:
+    """results.parquet (options, collection warnings and left-out runs in its metadata) and results.csv."""
     out_dir.mkdir(parents=True, exist_ok=True)
     arrow = pa.Table.from_pandas(table, preserve_index=False)
-    meta = {"options": json.loads(options.to_json()), "warnings": warnings}
+    meta = {
+        "options": json.loads(options.to_json()),
+        "warnings": warnings,
+        "left_out": [r.as_dict() for r in left_out],
+    }
     arrow = arrow.replace_schema_metadata(
         {**(arrow.schema.metadata or {}), META_KEY: json.dumps(meta).encode()}
     )
@@ -103,12 +126,13 @@ def write_results(table: pd.DataFrame, out_dir: Path, options: Options, warnings
     return [parquet, csv]
 
 
-def read_results(path: Path) -> tuple[pd.DataFrame, Options, list[str]]:
+def read_results(path: Path) -> Stored:
     arrow = pq.read_table(path)
     raw = (arrow.schema.metadata or {}).get(META_KEY)
     meta = json.loads(raw) if raw else {}
     options = Options.from_json(json.dumps(meta.get("options", {})))
-    return normalise(arrow.to_pandas()), options, list(meta.get("warnings", []))
+    left_out = [LeftOut(**r) for r in meta.get("left_out", [])]
+    return Stored(normalise(arrow.to_pandas()), options, list(meta.get("warnings", [])), left_out)
 
 
 def analyse(
@@ -162,6 +186,35 @@ def summary(analysis: Analysis) -> dict[str, Any]:
     return out
 
 
+def alerts(table: pd.DataFrame, left_out: Sequence[LeftOut]) -> list[str]:
+    """What the report must say before any verdict: runs analysed that did not complete (loudly when that is
+    every run), and runs left out."""
+    out = []
+    if "status" in table.columns and "run_id" in table.columns and len(table):
+        runs = table[["run_id", "status"]].astype(str).drop_duplicates("run_id")
+        incomplete = runs.loc[~runs["status"].isin(list(COUNTED_STATUSES)) & (runs["status"] != "nan")]
+        if len(incomplete):
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(incomplete["status"].value_counts().items()))
+            if len(incomplete) == len(runs):
+                out.append(
+                    f"EVERY run analysed here did not complete ({counts}); the verdicts below describe "
+                    "unfinished training (`--include-incomplete`)."
+                )
+            else:
+                out.append(
+                    f"{len(incomplete)} of {len(runs)} runs analysed did not complete ({counts}; "
+                    "`--include-incomplete`)."
+                )
+    if left_out:
+        counts = ", ".join(
+            f"{n} {s}" for s, n in sorted(pd.Series([r.status for r in left_out]).value_counts().items())
+        )
+        out.append(
+            f"{len(left_out)} run(s) left out of this analysis ({counts}): listed under Runs left out."
+        )
+    return out
+
+
 def build(
     table: pd.DataFrame,
     out_dir: Path,
@@ -171,6 +224,7 @@ def build(
     figures: bool = True,
     workers: Workers | None = None,
     timings: dict[str, float] | None = None,
+    left_out: Sequence[LeftOut] = (),
 ) -> tuple[Analysis, list[Path]]:
     """Analyse the table and write thresholds.csv, points.csv, metric_check.csv, figures and the report.
     `timings`, if given, receives the seconds spent in each phase."""
@@ -188,6 +242,8 @@ def build(
         options.criteria,
         warnings,
         analysis.by,
+        left_out,
+        alerts(analysis.table, left_out),
     )
     paths += figure_paths + write_report(blocks, out_dir)
     clock.lap("report")

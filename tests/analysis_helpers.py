@@ -105,6 +105,7 @@ def schema_row(**overrides) -> dict:
         "n_params": 98304,
         "n_params_total": 100000,
         "answer_len": 4,
+        "n_examples": 1000,
     }
     row.update(overrides)
     return row

@@ -356,3 +356,105 @@ def test_a_bad_block_value_overridden_on_the_command_line_is_fine(tmp_path: Path
     sweep = study_sweep(tmp_path, {"figures": ["heatmap"]})
     argv = [str(sweep), "--out", str(tmp_path / "o"), "--figures", "phase", *FAST, "--quiet"]
     assert analyze_main(argv) == 0
+
+
+# ---- only what finished --------------------------------------------------------------------------------
+
+
+def failed_sweep(root: Path, statuses: tuple[str, ...]) -> Path:
+    """Run folders written by hand: one run per status, each a small exact-match curve over 7 sizes."""
+    import json
+
+    for i, status in enumerate(statuses):
+        for size_index, n_params in enumerate(10 ** sizes(4, 7, 7)):
+            run_id = f"r{i}-{size_index}"
+            rows = [
+                schema_row(run_id=run_id, n_params=round(n_params), seed=i, step=step, value=0.1 * size_index)
+                for step in (0, 100)
+            ]
+            write_jsonl(root / run_id / "results.jsonl", rows)
+            (root / run_id / "run.json").write_text(json.dumps({"status": status}))
+    return root
+
+
+def test_a_sweep_where_every_run_failed_exits_1_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = failed_sweep(tmp_path / "sweep", ("failed", "interrupted"))
+    out = tmp_path / "out"
+    assert analyze_main([str(sweep), "--out", str(out), "--no-figures", "--boot", "5"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "emergence analyze: error: no run left to analyse: all 14 run(s) were left out (failed, "
+        "interrupted); --include-incomplete analyses runs that did not complete"
+    ) in err
+    assert err.count("  left out: r") == 14 and "left out: r0-0 (failed, not completed): " in err
+    assert not (out / "thresholds.csv").exists()
+    # opting in analyses them, and the report says loudly what they are
+    args = [str(sweep), "--out", str(out), "--no-figures", "--boot", "5", "--include-incomplete", "--quiet"]
+    assert analyze_main(args) == 0
+    md = (out / "report.md").read_text()
+    first = md.split("\n## ", 1)[0]
+    assert "> **Warning:** EVERY run analysed here did not complete (7 failed, 7 interrupted)" in first
+    assert (
+        "<p class='alert'><strong>Warning:</strong> EVERY run analysed" in (out / "report.html").read_text()
+    )
+
+
+def test_runs_left_out_are_listed_in_the_report_and_survive_a_rebuild(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = failed_sweep(tmp_path / "sweep", ("completed", "completed", "failed"))
+    out = tmp_path / "out"
+    assert analyze_main([str(sweep), "--out", str(out), "--no-figures", "--boot", "5", "--quiet"]) == 0
+    md = (out / "report.md").read_text()
+    assert "> **Warning:** 7 run(s) left out of this analysis (7 failed): listed under Runs left out." in md
+    section = md.split("## Runs left out", 1)[1].split("\n## ", 1)[0]
+    for k in range(7):
+        assert f"| r2-{k} | failed | not completed | {sweep / f'r2-{k}'} |" in section
+    assert "r0-" not in section
+    html = (out / "report.html").read_text()
+    assert f"<td>r2-3</td><td>failed</td><td>not completed</td><td>{sweep / 'r2-3'}</td>" in html
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(results["status"].astype(str)) == {"completed"} and results["run_id"].nunique() == 14
+    (out / "report.md").unlink()
+    assert figures_main([str(out), "--quiet", "--jobs", "1"]) == 0  # (this one draws the figures too)
+    rebuilt = (out / "report.md").read_text()
+    assert rebuilt.split("## Runs left out", 1)[1].split("\n## ", 1)[0] == section
+    assert "> **Warning:** 7 run(s) left out of this analysis (7 failed)" in rebuilt
+
+
+def test_conflicting_duplicates_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.csv"
+    df = curve_table(sizes(4, 7, 6), sigmoid(0.0, 1.0, 5.5, 8.0), seeds=2)
+    bad = df.iloc[[3]].assign(value=0.77)
+    pd.concat([df, bad]).to_csv(path, index=False)
+    assert analyze_main([str(path), "--out", str(tmp_path / "o"), "--no-figures"]) == 2
+    one_line_error(capsys, "1 measurement(s) recorded twice with different values: run_id toy-")
+    # exact duplicates only: a warning, and the seeds stay 2 per size
+    pd.concat([df, df]).to_csv(path, index=False)
+    out = tmp_path / "o2"
+    assert analyze_main([str(path), "--out", str(out), "--no-figures", "--boot", "5", "--quiet"]) == 0
+    assert set(pd.read_csv(out / "points.csv")["n_seeds"]) == {2}
+    assert (
+        f"dropped {len(df)} exact duplicate row(s) (the same measurement twice): {len(df)} in {path}"
+        in (out / "report.md").read_text()
+    )
+
+
+def test_a_sweep_that_failed_at_step_0_exits_1_naming_every_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    for i in range(2):
+        (tmp_path / "sweep" / f"r{i}").mkdir(parents=True)
+        (tmp_path / "sweep" / f"r{i}" / "run.json").write_text(json.dumps({"status": "failed"}))
+    out = tmp_path / "out"
+    assert analyze_main([str(tmp_path / "sweep"), "--out", str(out), "--include-incomplete"]) == 1
+    err = capsys.readouterr().err
+    assert "emergence analyze: error: no run left to analyse: all 2 run(s) were left out (failed)\n" in err
+    for i in range(2):
+        assert f"left out: r{i} (failed, no results written): {tmp_path / 'sweep' / f'r{i}'}" in err

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from emergence_lab.analysis.aggregate import aggregate, final_rows, observations
-from emergence_lab.analysis.collect import collect
+from emergence_lab.analysis.collect import collect, collect_runs
 from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.runs import DuplicateError
 from emergence_lab.analysis.schema import normalise
 from emergence_lab.contract import RESULTS_FILE, SCHEMA_VERSION
 
@@ -38,12 +39,14 @@ def test_sweep_folder_is_searched_recursively_and_status_recorded(tmp_path: Path
     write_jsonl(sweep / "nested" / "b" / "results.jsonl", run_rows("b", 2000, seed=1))
     (sweep / "nested" / "b" / "run.json").write_text(json.dumps({"status": "failed", "reason": "nan"}))
     console = Console(quiet=True)
-    df = collect([str(sweep)], console)
+    df = collect([str(sweep)], console, include_incomplete=True)
     assert len(df) == 12
-    assert console.warnings == []
     assert sorted(df["run_id"].astype(str).unique()) == ["a", "b"]
     status = df.groupby("run_id", observed=True)["status"].first().astype(str).to_dict()
-    assert status == {"a": "completed", "b": "failed"}  # rows of failed runs are kept, with their status
+    assert status == {"a": "completed", "b": "failed"}  # with --include-incomplete: kept, with their status
+    assert console.warnings == [
+        "1 run(s) did not complete and are analysed anyway (--include-incomplete): 1 failed"
+    ]
     assert df["value"].dtype == np.float64
     assert str(df["step"].dtype) == "Int64"
 
@@ -64,14 +67,22 @@ def test_sweep_bookkeeping_is_skipped_silently_but_malformed_lm_eval_files_still
         (run / ".submitit" / "123" / "job.json").write_text("{}")
         (run / "wandb" / "run-1" / "files" / "wandb-summary.json").write_text('{"loss": 1}')
         (run / "checkpoints" / "meta.json").write_text("{}")
+    # the run that never wrote a result (its process is gone: interrupted) is listed, nothing else is said
+    left = (
+        "1 run(s) left out (1 interrupted), each listed in the console and the report; --include-incomplete "
+        "analyses runs that did not complete"
+    )
     console = Console(quiet=True)
-    df = collect([str(sweep)], console)
-    assert len(df) == 6 and console.warnings == []
+    result = collect_runs([str(sweep)], console)
+    assert len(result.table) == 6 and console.warnings == [left]
+    assert [(r.run_id, r.status, r.why) for r in result.left_out] == [
+        ("pending", "interrupted", "no results written")
+    ]
     (sweep / "lm_eval").mkdir()
     (sweep / "lm_eval" / "results.json").write_text(json.dumps({"config": {}}))  # no 'results'
     console = Console(quiet=True)
     assert len(collect([str(sweep)], console)) == 6
-    assert len(console.warnings) == 1
+    assert len(console.warnings) == 2 and console.warnings[1] == left
     assert "lm_eval/results.json: skipped, not an lm-evaluation-harness result file" in console.warnings[0]
     console = Console(quiet=True)  # the manifest named as an input: say what it is
     assert collect([str(sweep / "manifest.json")], console).empty
@@ -88,7 +99,7 @@ def test_malformed_lines_are_skipped_with_a_warning_naming_file_and_line(tmp_pat
             "not json at all\n",
             json.dumps(schema_row(value="high")) + "\n",
             json.dumps({k: v for k, v in schema_row().items() if k != "metric"}) + "\n",
-            json.dumps(schema_row(schema_version=2)) + "\n",
+            json.dumps(schema_row(schema_version=3)) + "\n",
             '{"schema_version": 1, "run_id": "r", "task": "addi',  # torn last line after a crash
         ],
     )
@@ -98,7 +109,35 @@ def test_malformed_lines_are_skipped_with_a_warning_naming_file_and_line(tmp_pat
     text = "\n".join(console.warnings)
     for line in (7, 8, 9, 10, 11):
         assert f"{path}:{line}:" in text
-    assert "value is not a number" in text and "missing metric" in text and "schema_version 2" in text
+    assert "value is not a number" in text and "missing metric" in text and "schema_version 3" in text
+
+
+@pytest.mark.parametrize("torn", [False, True])
+def test_schema_version_1_and_2_rows_load_side_by_side(tmp_path: Path, torn: bool) -> None:
+    """A v1 file (no n_examples) and a v2 file (with it) load together, through the fast parser and
+    through the line-by-line one (a torn last line); v1's n_examples stays missing, never guessed."""
+    v1 = {k: v for k, v in schema_row(run_id="old", schema_version=1).items() if k != "n_examples"}
+    v2 = schema_row(run_id="new", schema_version=2, n_examples=500)
+    write_jsonl(tmp_path / "old" / "results.jsonl", [v1], ['{"torn' if torn else ""])
+    write_jsonl(tmp_path / "new" / "results.jsonl", [v2])
+    console = Console(quiet=True)
+    df = collect([str(tmp_path)], console)
+    assert len(console.warnings) == int(torn)
+    got = df.set_index(df["run_id"].astype(str))
+    assert got.loc["new", "n_examples"] == 500 and pd.isna(got.loc["old", "n_examples"])
+    assert str(df["n_examples"].dtype) == "Int64"
+    assert sorted(got["schema_version"].tolist()) == [1, 2]
+    obs = observations(df, "n_params", Console(quiet=True))
+    assert dict(zip(obs["run_id"].astype(str), obs["n_examples"], strict=True))["new"] == 500
+
+
+def test_csv_with_and_without_n_examples(tmp_path: Path) -> None:
+    base = pd.DataFrame({"task": ["t", "t"], "metric": ["exact_match"] * 2, "value": [0.1, 0.9]})
+    base.assign(n_params=[1e4, 1e5]).to_csv(tmp_path / "v1.csv", index=False)
+    base.assign(n_params=[1e6, 1e7], n_examples=[200, 300]).to_csv(tmp_path / "v2.csv", index=False)
+    df = collect([str(tmp_path / "v1.csv"), str(tmp_path / "v2.csv")], Console(quiet=True))
+    got = dict(zip(df["n_params"].tolist(), df["n_examples"].tolist(), strict=True))
+    assert got[10**6] == 200 and got[10**7] == 300 and pd.isna(got[10**4]) and pd.isna(got[10**5])
 
 
 def test_empty_and_unreadable_inputs_warn(tmp_path: Path) -> None:
@@ -245,7 +284,11 @@ def test_wandb_runs_from_history_and_attached_results(monkeypatch: pytest.Monkey
     fake.Api = lambda: FakeApi(runs)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "wandb", fake)
     console = Console(quiet=True)
-    df = collect(["wandb:me/proj/demo"], console)
+    result = collect_runs(["wandb:me/proj/demo"], console)
+    assert [(r.run_id, r.status, r.folder) for r in result.left_out] == [
+        ("jsonl-run", "failed", "wandb:me/proj/demo")
+    ]
+    df = collect(["wandb:me/proj/demo"], Console(quiet=True), include_incomplete=True)
     assert FakeApi.calls[-1] == ("me/proj", {"group": "demo"})
     hist = df.loc[df["run_id"].astype(str) == "hist-run"]
     got = {(r.split, r.metric, r.subtask, r.step): r.value for r in hist.itertuples()}
@@ -390,3 +433,226 @@ def test_wandb_attached_results_are_the_source_and_history_only_a_fallback(
     assert logged["metric"].astype(str).tolist() == ["brier", "exact_match"]
     assert logged["value"].tolist() == [0.2, 0.9] and logged["tokens"].tolist() == [80, 80]
     assert logged["answer_len"].isna().all() and set(logged["schema_version"]) == {SCHEMA_VERSION}
+
+
+# ---- what counts: finished runs, the newest generation, no duplicates -------------------------------------
+
+
+def write_run(sweep: Path, run_id: str, status: str | None, rows: list[dict], **info: object) -> Path:
+    """A run folder by hand: results.jsonl and (unless status is None) run.json."""
+    folder = sweep / run_id
+    write_jsonl(folder / RESULTS_FILE, rows)
+    if status is not None:
+        (folder / "run.json").write_text(json.dumps({"run_id": run_id, "status": status, **info}))
+    return folder
+
+
+def test_only_completed_runs_count_and_every_other_is_listed(tmp_path: Path) -> None:
+    import fcntl
+
+    sweep = tmp_path / "sweep"
+    for i, status in enumerate(("completed", "failed", "interrupted", "pending", "running", "running")):
+        write_run(sweep, f"r{i}", status, run_rows(f"r{i}", 1000 * (i + 1), seed=i))
+    write_run(sweep, "r6", None, run_rows("r6", 7000, seed=6))  # no run.json: status unknown, kept
+    (sweep / "r4" / ".lock").touch()  # r4's lock is free: its process is gone, so it is interrupted
+    (sweep / "r5" / ".lock").touch()
+    with open(sweep / "r5" / ".lock", "a") as held:  # r5 still trains: its lock is held
+        fcntl.flock(held, fcntl.LOCK_EX)
+        console = Console(quiet=True)
+        result = collect_runs([str(sweep)], console)
+    assert sorted(result.table["run_id"].astype(str).unique()) == ["r0", "r6"]
+    got = {(r.run_id, r.status, r.folder) for r in result.left_out}
+    assert got == {
+        ("r1", "failed", str(sweep / "r1")),
+        ("r2", "interrupted", str(sweep / "r2")),
+        ("r3", "pending", str(sweep / "r3")),
+        ("r4", "interrupted", str(sweep / "r4")),
+        ("r5", "running", str(sweep / "r5")),
+    }
+    assert {r.why for r in result.left_out} == {"not completed"}
+    assert console.warnings == [
+        "5 run(s) left out (1 failed, 2 interrupted, 1 pending, 1 running), each listed in the console and "
+        "the report; --include-incomplete analyses runs that did not complete"
+    ]
+    everything = collect_runs([str(sweep)], Console(quiet=True), include_incomplete=True)
+    assert everything.left_out == [] and everything.table["run_id"].nunique() == 7
+
+
+def test_a_sweep_where_every_run_failed_says_so(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for i in range(3):
+        write_run(sweep, f"r{i}", "failed", run_rows(f"r{i}", 1000 * (i + 1), steps=(0,), seed=i))
+    console = Console(quiet=True)
+    result = collect_runs([str(sweep)], console)
+    assert result.table.empty and len(result.left_out) == 3
+    assert console.warnings[-1] == "no run is left to analyse: all 3 run(s) were left out"
+    console = Console(quiet=True)
+    result = collect_runs([str(sweep)], console, include_incomplete=True)
+    assert len(result.table) == 6
+    assert console.warnings[-1] == (
+        "EVERY run analysed is incomplete (3 failed): the verdicts describe runs that did not finish"
+    )
+
+
+def test_runs_that_failed_before_writing_any_result_are_listed(tmp_path: Path) -> None:
+    """Every run failed at step 0, before its first evaluation: no rows, and every run named."""
+    sweep = tmp_path / "sweep"
+    for i in range(3):
+        (sweep / f"r{i}").mkdir(parents=True)
+        (sweep / f"r{i}" / "run.json").write_text(json.dumps({"status": "failed", "reason": "CUDA OOM"}))
+    (sweep / "r3").mkdir()
+    (sweep / "r3" / RESULTS_FILE).write_text("{torn\n")  # wrote only a torn line
+    (sweep / "r3" / "run.json").write_text(json.dumps({"status": "failed"}))
+    console = Console(quiet=True)
+    result = collect_runs([str(sweep)], console, include_incomplete=True)
+    assert result.table.empty
+    assert sorted((r.run_id, r.status, r.why) for r in result.left_out) == [
+        ("r0", "failed", "no results written"),
+        ("r1", "failed", "no results written"),
+        ("r2", "failed", "no results written"),
+        ("r3", "failed", "no valid results"),
+    ]
+    assert console.warnings[-1] == "no run is left to analyse: all 4 run(s) were left out"
+
+
+def test_csv_status_column_is_honoured(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    pd.DataFrame(
+        {
+            "task": ["t"] * 3,
+            "metric": ["exact_match"] * 3,
+            "value": [0.1, 0.2, 0.3],
+            "n_params": [1e4, 1e5, 1e6],
+            "seed": [0, 0, 0],
+            "status": ["completed", "failed", None],
+        }
+    ).to_csv(path, index=False)
+    result = collect_runs([str(path)], Console(quiet=True))
+    assert sorted(result.table["value"].tolist()) == [0.1, 0.3]
+    assert [(r.status, r.folder) for r in result.left_out] == [("failed", str(path))]
+
+
+def test_exact_duplicate_rows_are_dropped_with_a_warning_naming_where(tmp_path: Path) -> None:
+    """A CSV concatenated with itself: 3 seeds must stay 3 seeds, not 6."""
+    path = tmp_path / "twice.csv"
+    once = pd.DataFrame(
+        {
+            "task": ["t"] * 3,
+            "metric": ["exact_match"] * 3,
+            "value": [0.0, 0.0, 0.5],  # two seeds with the same value are not duplicates
+            "n_params": [1000] * 3,
+            "seed": [0, 1, 2],
+        }
+    )
+    pd.concat([once, once, once]).to_csv(path, index=False)
+    console = Console(quiet=True)
+    df = collect([str(path)], console)
+    assert sorted(df["seed"].tolist()) == [0, 1, 2] and sorted(df["value"].tolist()) == [0.0, 0.0, 0.5]
+    assert console.warnings == [f"dropped 6 exact duplicate row(s) (the same measurement twice): 6 in {path}"]
+    points = aggregate(observations(df, "n_params", Console(quiet=True)), "n_params")
+    assert points["n_seeds"].tolist() == [3]
+
+
+def test_the_same_run_folder_in_two_places_counts_once(tmp_path: Path) -> None:
+    rows = run_rows("a", 1000)
+    write_run(tmp_path / "one", "a", "completed", rows)
+    write_run(tmp_path / "copy", "a", "completed", rows)
+    console = Console(quiet=True)
+    df = collect([str(tmp_path / "one"), str(tmp_path / "copy")], console)
+    assert len(df) == 6
+    assert console.warnings == [
+        f"dropped 6 exact duplicate row(s) (the same measurement twice): 6 in {tmp_path / 'copy' / 'a'} "
+        f"(repeating {tmp_path / 'one' / 'a'})"
+    ]
+
+
+def test_rows_without_run_ids_or_seeds_are_never_called_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "anonymous.csv"
+    pd.DataFrame({"task": ["t"] * 2, "metric": ["m"] * 2, "value": [0.0, 0.0], "n_params": [10, 10]}).to_csv(
+        path, index=False
+    )
+    console = Console(quiet=True)
+    assert len(collect([str(path)], console)) == 2 and console.warnings == []
+
+
+def test_conflicting_duplicates_are_an_error_that_names_them(tmp_path: Path) -> None:
+    rows = run_rows("a", 1000)
+    rows.append(schema_row(run_id="a", n_params=1000, step=200, metric="exact_match", value=0.9))
+    write_run(tmp_path, "a", "completed", rows)
+    with pytest.raises(DuplicateError) as info:
+        collect([str(tmp_path)], Console(quiet=True))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == (
+        "1 measurement(s) recorded twice with different values: run_id a, task addition, split test, "
+        f"subtask all, metric exact_match, step 200: 0.2 vs 0.9 ({tmp_path / 'a'})"
+    )
+
+
+def test_a_relaunched_generation_replaces_the_older_one(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    old, new = "addition-w8-d1-s0-aaaaaaaa", "addition-w8-d1-s0-bbbbbbbb"
+    other = "addition-w8-d1-s1-cccccccc"  # another seed: not a generation of the same run
+    write_run(
+        sweep, old, "completed", run_rows(old, 1000, value=lambda s: 0.9), ended_at="2026-01-02T00:00:00"
+    )
+    write_run(
+        sweep, new, "completed", run_rows(new, 1000, value=lambda s: 0.1), ended_at="2026-01-03T00:00:00"
+    )
+    write_run(sweep, other, "completed", run_rows(other, 1000, seed=1), started_at="2026-01-01T00:00:00")
+    console = Console(quiet=True)
+    result = collect_runs([str(sweep)], console)
+    assert sorted(result.table["run_id"].astype(str).unique()) == [new, other]
+    assert set(result.table["value"].loc[result.table["run_id"].astype(str) == new]) == {0.1}
+    assert [(r.run_id, r.status, r.why) for r in result.left_out] == [
+        (old, "completed", f"older generation of {new}")
+    ]
+    assert console.warnings[0] == (
+        f"{old} and {new} are one task, shape and seed under different configs (relaunched after a config "
+        f"change?): only the newest, {new}, counts (--keep-all-generations keeps all)"
+    )
+    console = Console(quiet=True)
+    both = collect_runs([str(sweep)], console, keep_all_generations=True)
+    assert both.table["run_id"].nunique() == 3 and both.left_out == []
+    assert console.warnings == [
+        f"{old} and {new} are one task, shape and seed under different configs; all count"
+    ]
+
+
+def test_generations_without_run_json_times_are_ordered_by_file_mtime(tmp_path: Path) -> None:
+    import os
+
+    sweep = tmp_path / "sweep"
+    old, new = "addition-w8-d1-s0-aaaaaaaa", "addition-w8-d1-s0-bbbbbbbb"
+    # the newer run sorts first by name: only the time can pick it
+    write_run(sweep, new, "completed", run_rows(new, 1000))
+    write_run(sweep, old, "completed", run_rows(old, 1000))
+    os.utime(sweep / old / RESULTS_FILE, (1_000_000, 1_000_000))
+    os.utime(sweep / new / RESULTS_FILE, (2_000_000, 2_000_000))
+    result = collect_runs([str(sweep)], Console(quiet=True))
+    assert set(result.table["run_id"].astype(str)) == {new}
+    assert [r.run_id for r in result.left_out] == [old]
+
+
+@pytest.mark.parametrize("varied", [False, True])
+def test_a_study_that_varies_a_setting_at_one_shape_is_not_a_relaunch(tmp_path: Path, varied: bool) -> None:
+    """The manifest tells the two apart: a relaunch plans the same overrides again (the config file changed);
+    a study that varies the learning rate at one shape plans each run with its own overrides."""
+    sweep = tmp_path / "sweep"
+    a, b = "addition-w8-d1-s0-aaaaaaaa", "addition-w8-d1-s0-bbbbbbbb"
+    base = ["model.width=8", "model.depth=1", "seed=0"]
+    runs = [
+        {"run_id": a, "overrides": [*base, "optim.lr=0.001"] if varied else base},
+        {"run_id": b, "overrides": [*base, "optim.lr=0.003"] if varied else base},
+    ]
+    sweep.mkdir()
+    (sweep / "manifest.json").write_text(json.dumps({"sweep": "s", "runs": runs}))
+    write_run(sweep, a, "completed", run_rows(a, 1000), ended_at="2026-01-02T00:00:00")
+    write_run(sweep, b, "completed", run_rows(b, 1000), ended_at="2026-01-03T00:00:00")
+    console = Console(quiet=True)
+    result = collect_runs([str(sweep)], console)
+    if varied:
+        assert result.table["run_id"].nunique() == 2 and result.left_out == [] and console.warnings == []
+    else:
+        assert set(result.table["run_id"].astype(str)) == {b}
+        assert [r.why for r in result.left_out] == [f"older generation of {b}"]

@@ -160,3 +160,128 @@ def test_one_registry_gives_every_kind_its_drawing_cost_and_caption(analysed: Pa
         caption = kind.depth_caption or kind.caption
         assert f"![{caption}](figures/{kind.name}_addition.png)" in md
         assert kind.caption_for("none") == kind.caption
+
+
+def test_the_report_opens_with_each_tasks_verdicts_beside_its_scale_figure(analysed: Path) -> None:
+    import html as html_lib
+    import re
+
+    md = (analysed / "report.md").read_text()
+    order = [
+        md.index("\n## addition\n"),
+        md.index("](figures/scale_addition.png)"),
+        md.index("\n## Figures\n"),
+        md.index("\n## Thresholds and classification\n"),
+        md.index("\n## Runs left out\n"),
+    ]
+    assert order == sorted(order)
+    assert md.index("![") == md.index(
+        "![", md.index("\n## addition\n")
+    )  # the first image is the scale figure
+    findings = md[order[0] : order[1]]
+    sentences = [line[2:] for line in findings.splitlines() if line.startswith("- ")]
+    # the main split, every metric and depth (exact match first), then one line for the ood split
+    assert [s.split(":")[0] for s in sentences[:4]] == [
+        "exact match, depth 1",
+        "exact match, depth 2",
+        "token accuracy, depth 1",
+        "token accuracy, depth 2",
+    ]
+    assert len(sentences) == 2 * 6 + 1 and sentences[-1].startswith("ood split: ")
+    ood = pd.read_csv(analysed / "thresholds.csv").query("split == 'ood' and subtask == 'all'")
+    counts = ood["classification"].value_counts()
+    assert sentences[-1].startswith(f"ood split: {counts['emergent']} emergent, ")
+    thresholds = pd.read_csv(analysed / "thresholds.csv").set_index(["split", "subtask", "metric", "depth"])
+    for depth in (1, 2):
+        row = thresholds.loc[("test", "all", "exact_match", depth)]
+        said = re.match(
+            rf"exact match, depth {depth}: emergent at ([\d.]+)k parameters \(95% CI ([\d.]+)k-([\d.]+)k\)",
+            sentences[depth - 1],
+        )
+        assert said is not None, sentences[depth - 1]
+        for number, column in zip(
+            said.groups(), ("threshold", "threshold_low", "threshold_high"), strict=True
+        ):
+            assert float(number) * 1e3 == pytest.approx(row[column], rel=0.06)
+    page = (analysed / "report.html").read_text()
+    finding = page[page.index("<div class='finding'>") :].split("</div>", 1)[0]
+    assert "src='figures/scale_addition.png'" in finding
+    for sentence in sentences:
+        assert f"<li>{html_lib.escape(sentence)}</li>" in finding
+    assert page.index("<div class='finding'>") < page.index("<table>")
+
+
+def test_the_reports_tables_are_narrow_and_lead_with_the_main_split_and_emergent_curves(
+    analysed: Path,
+) -> None:
+    md = (analysed / "report.md").read_text()
+    table = md.split("\n## Thresholds and classification\n", 1)[1].split("\n### ", 1)[0]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == [
+        "split",
+        "metric",
+        "depth",
+        "verdict",
+        "threshold (95% CI)",
+        "rise (decades)",
+        "seeds",
+        "reason",
+    ]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+    splits = [r[0] for r in rows]
+    assert splits == sorted(splits, key=lambda s: s != "test") and len(rows) == 2 * 2 * 6
+    test_verdicts = [r[3] for r in rows if r[0] == "test"]
+    rank = {"emergent": 0, "smooth": 3, "absent": 4}
+    assert test_verdicts == sorted(test_verdicts, key=rank.__getitem__) and test_verdicts[0] == "emergent"
+    assert "breakthroughness" not in md and "aicc_linear" not in md
+    thresholds = pd.read_csv(analysed / "thresholds.csv")
+    assert {"breakthroughness", "aicc_linear", "reason"} <= set(thresholds.columns)  # the CSV keeps them all
+
+
+def test_the_verdict_sentence() -> None:
+    from emergence_lab.analysis.report import finding, size
+
+    assert [size(v) for v in (768, 6088.6, 22_000, 42_793, 150_300, 1.5e6, 7e9, 1.2e15)] == [
+        "768",
+        "6.1k",
+        "22k",
+        "43k",
+        "150k",
+        "1.5M",
+        "7B",
+        "1.2e+15",
+    ]
+    row = {
+        "metric": "exact_match",
+        "depth": 2,
+        "x": "n_params",
+        "classification": "emergent",
+        "threshold": 22_000.0,
+        "threshold_low": 7_000.0,
+        "threshold_high": 64_000.0,
+    }
+    assert finding(row, {"verdict": "persists"}) == (
+        "exact match, depth 2: emergent at 22k parameters (95% CI 7k-64k); metric check: persists"
+    )
+    # fields a detector may add are read where present
+    extra = {**row, "seed_threshold_low": 18_000.0, "seed_threshold_high": 30_000.0, "noise_source": "seeds"}
+    assert finding(extra, {"verdict": "metric_induced"}) == (
+        "exact match, depth 2: emergent at 22k parameters (95% CI 7k-64k; per-seed 18k-30k); noise: seeds; "
+        "metric check: metric-induced"
+    )
+    smooth = {"metric": "token_accuracy", "depth": None, "classification": "smooth", "rise": 0.5}
+    smooth |= {"rise_start": 2_250.0, "rise_end": 38_900.0, "x": "n_params"}
+    assert finding(smooth) == (
+        "token accuracy: smooth, improving by 0.5 between 2.2k and 39k parameters with no sharp jump"
+    )
+    absent = {"metric": "loss", "depth": 1, "classification": "absent", "x": "flops"}
+    assert finding(absent, {"verdict": "no_jump"}) == "loss, depth 1: absent (no significant improvement)"
+    other = {
+        "metric": "acc",
+        "classification": "inconclusive",
+        "power_statement": "3 more seeds would decide.",
+    }
+    assert finding(other) == "acc: inconclusive. 3 more seeds would decide."
+    lm_eval = {"metric": "exact_match,strict-match", "classification": "absent"}
+    assert finding(lm_eval) == "exact match (strict-match): absent (no significant improvement)"

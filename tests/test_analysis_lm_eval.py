@@ -57,6 +57,7 @@ def test_v03_fixtures() -> None:
     assert value(df, "EleutherAI/pythia-410m", "arc_easy", "acc", "n_params") == 410_000_000
     assert df["n_params_nominal"].all()
     assert set(df["step"]) == {143000}
+    assert df["n_examples"].isna().all()  # v0.3 files do not count their examples
     assert set(df["run_id"].astype(str)) == {
         f"EleutherAI/pythia-{s}@step143000" for s in ("70m", "160m", "410m")
     }
@@ -90,6 +91,9 @@ def test_v04_fixtures_with_params_map() -> None:
     # direction from the file's higher_is_better
     assert not value(df, "EleutherAI/pythia-70m", "lambada_openai", "perplexity", "higher_is_better")
     assert value(df, "EleutherAI/pythia-70m", "lambada_openai", "acc", "higher_is_better")
+    # n_examples from the file's n-samples (schema version 2)
+    assert value(df, "EleutherAI/pythia-1b", "gsm8k@5shot", "exact_match,strict-match", "n_examples") == 1319
+    assert value(df, "EleutherAI/pythia-70m", "arc_easy", "acc", "n_examples") == 2376
 
 
 def test_v04_perplexity_direction_used_in_analysis() -> None:

@@ -4,15 +4,20 @@ Training writes run folders in this shape; `emergence_lab.analysis` reads them (
 BIG-bench inputs) into one table of these columns. Both sides import this module and nothing of each other.
 Documented in README.md ("The results table"); `tests/test_contract.py` keeps the writers honest.
 
-Schema versions:
-- 1: the columns of RESULT_COLUMNS.
+Schema versions (analysis reads every version in READABLE_SCHEMA_VERSIONS):
+- 1: the columns of RESULT_COLUMNS without `n_examples`.
+- 2: adds `n_examples`, the number of evaluation examples behind `value` (the binomial standard error of a
+  rate needs it). Version 1 files still load: their `n_examples` is missing, never guessed.
 """
 
 from __future__ import annotations
 
+import fcntl
 from dataclasses import dataclass
+from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 
 # ---- files ----------------------------------------------------------------------------------------------
 RESULTS_FILE = "results.jsonl"  # one JSON object per measurement, appended whole lines at a time
@@ -26,6 +31,27 @@ LOCK_FILE = ".lock"
 
 # run.json "status"
 RUN_STATUSES: tuple[str, ...] = ("completed", "running", "interrupted", "failed", "pending")
+
+
+def live_status(run_dir: Path, status: str) -> str:
+    """run.json says "running" also for a run whose process was killed; the run's lock (flock on LOCK_FILE,
+    held for as long as the run trains) tells them apart: a free lock means the run was interrupted."""
+    if status != "running":
+        return status
+    lock = run_dir / LOCK_FILE
+    if not lock.exists():
+        return "interrupted"
+    # append mode: write access without truncating; NFS emulates flock with locks that need it
+    try:
+        with open(lock, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by a live process (BlockingIOError), or no locks here: trust run.json
+                return "running"
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except OSError:  # a read-only folder: the lock cannot be tried, so trust run.json
+        return "running"
+    return "interrupted"
 
 
 # ---- columns --------------------------------------------------------------------------------------------
@@ -55,6 +81,7 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("n_params", "int", "non-embedding parameters"),
     Column("n_params_total", "int", "all parameters"),
     Column("answer_len", "int", "answer tokens L of the split (exact match ~ token_accuracy^L)"),
+    Column("n_examples", "int", "evaluation examples behind `value` (schema 2; missing in version 1 files)"),
     Column("schema_version", "int", "SCHEMA_VERSION of the writer"),
 )
 # Added by importers of other sources (lm-eval, wandb, CSV), never written by training.
@@ -90,6 +117,7 @@ TABLE_ORDER: tuple[str, ...] = (
     "n_params_total",
     "n_params_nominal",
     "answer_len",
+    "n_examples",
     "model",
     "higher_is_better",
     "status",
