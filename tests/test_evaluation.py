@@ -23,7 +23,7 @@ def oracle(truth: torch.Tensor, vocab: int, wrong_at: set[int] = frozenset(), ro
 
 
 def by_key(scores):
-    return {(sub, metric): value for sub, metric, value in scores}
+    return {(s.subtask, s.metric): s.value for s in scores}
 
 
 def test_perfect_model_scores_perfectly():
@@ -88,3 +88,17 @@ def test_subtasks_are_scored_separately():
     assert scores[("task0", "exact_match")] == 1.0
     assert scores[("task1", "exact_match")] == 0.0
     assert scores[("all", "exact_match")] == pytest.approx((batch.subtask == 0).float().mean().item())
+
+
+def test_every_score_counts_the_examples_behind_it():
+    task = Parity(n_tasks=4, n_bits=8, k=2, test_size=200)
+    batch = task.eval_batch("test", "cpu")
+    names = task.answer_names("test")
+    scores = evaluate(lambda t: torch.zeros(*t.shape, task.vocab_size), batch, names, task.subtask_names)
+    n = {(s.subtask, s.metric): s.n_examples for s in scores}
+    assert n[("all", "exact_match")] == len(batch) == 200
+    per_subtask = torch.bincount(batch.subtask, minlength=len(task.subtask_names)).tolist()
+    for name, count in zip(task.subtask_names, per_subtask, strict=True):
+        if count:
+            assert n[(name, "exact_match")] == count
+    assert sum(n[(name, "loss")] for name, c in zip(task.subtask_names, per_subtask, strict=True) if c) == 200

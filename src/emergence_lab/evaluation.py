@@ -4,6 +4,7 @@ per-subtask and per-answer-position breakdowns. Plain torch; runs in batches on 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -11,6 +12,13 @@ from emergence_lab.metrics import METRICS, all_metrics
 from emergence_lab.tasks.base import TaskBatch
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] -> logits [B, T, V]
+
+
+class Score(NamedTuple):
+    subtask: str
+    metric: str
+    value: float
+    n_examples: int  # examples behind the value (its binomial standard error needs it)
 
 
 @torch.no_grad()
@@ -39,8 +47,8 @@ def evaluate(
     answer_names: tuple[str, ...],
     subtask_names: tuple[str, ...] = (),
     chunk_size: int = 1024,
-) -> list[tuple[str, str, float]]:
-    """Score `model` on `batch`. Returns (subtask, metric, value) triples:
+) -> list[Score]:
+    """Score `model` on `batch`. Returns one Score per subtask and metric:
 
     - subtask "all": every metric, averaged over the whole set;
     - one subtask per answer position (named by `answer_names`): token accuracy at that position;
@@ -60,15 +68,17 @@ def evaluate(
         correct.append((pred == target).float())
     values = {m: torch.cat(v) for m, v in per_example.items()}
 
-    out = [("all", m, values[m].mean().item()) for m in METRICS]
+    n = len(batch)
+    out = [Score("all", m, values[m].mean().item(), n) for m in METRICS]
     per_position = torch.cat(correct).mean(dim=0).tolist()
-    out += [(name, "token_accuracy", acc) for name, acc in zip(answer_names, per_position, strict=True)]
+    out += [Score(name, "token_accuracy", p, n) for name, p in zip(answer_names, per_position, strict=True)]
     if subtask_names and batch.subtask is not None:
         k = len(subtask_names)
-        counts = torch.bincount(batch.subtask, minlength=k).float()
+        counts = torch.bincount(batch.subtask, minlength=k)
+        sizes = counts.tolist()
         for m in METRICS:
             sums = torch.zeros(k, device=values[m].device).index_add_(0, batch.subtask, values[m])
             for i, name in enumerate(subtask_names):
-                if counts[i] > 0:
-                    out.append((name, m, (sums[i] / counts[i]).item()))
+                if sizes[i] > 0:
+                    out.append(Score(name, m, (sums[i] / counts[i]).item(), sizes[i]))
     return out

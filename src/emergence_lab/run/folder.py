@@ -29,6 +29,7 @@ from emergence_lab.contract import (
     RESULTS_FILE,
     RUN_FILE,
     SCHEMA_VERSION,
+    live_status,
 )
 
 
@@ -153,20 +154,7 @@ class RunFolder:
         """completed / running / interrupted / failed, or pending without a run.json. run.json says
         "running" also for a run whose process was killed; the run's lock tells them apart."""
         info = self.read_info() if info is None else info
-        status = str((info or {}).get("status", "pending"))
-        if status != "running":
-            return status
-        lock = self.path / LOCK_FILE
-        if not lock.exists():
-            return "interrupted"
-        # append mode: write access without truncating; NFS emulates flock with locks that need it
-        with open(lock, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # held by a live process (BlockingIOError), or no locks here: trust run.json
-                return "running"
-            fcntl.flock(fh, fcntl.LOCK_UN)
-        return "interrupted"
+        return live_status(self.path, str((info or {}).get("status", "pending")))
 
     def start(self, run_id: str, sweep: str, previous: dict[str, Any]) -> dict[str, Any]:
         """Record a new attempt as "running", carrying over what earlier attempts recorded."""

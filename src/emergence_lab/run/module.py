@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.throughput import get_available_flops
 
-from emergence_lab.evaluation import evaluate
+from emergence_lab.evaluation import Score, evaluate
 from emergence_lab.model import Transformer
 from emergence_lab.run.optim import OptimConfig
 from emergence_lab.tasks.base import Task, TaskBatch
@@ -140,8 +140,8 @@ class EmergenceModule(pl.LightningModule):
             self._eval_sets[split] = self.task.eval_batch(split, self.device)
         return self._eval_sets[split]
 
-    def evaluate(self) -> list[tuple[str, str, str, float]]:
-        """(split, subtask, metric, value) for every split of the task, at the current weights."""
+    def evaluate(self) -> list[tuple[str, Score]]:
+        """(split, score) for every split of the task, at the current weights."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -155,7 +155,7 @@ class EmergenceModule(pl.LightningModule):
                         self.task.subtask_names,
                         self.eval_chunk_size,
                     )
-                    out += [(split, sub, metric, value) for sub, metric, value in scores]
+                    out += [(split, score) for score in scores]
             return out
         finally:
             self.model.train(was_training)

@@ -128,22 +128,21 @@ class RunRecorder(pl.Callback):
         rows = [
             {
                 **self.static,
-                "subtask": subtask,
+                "subtask": score.subtask,
                 "split": split,
-                "metric": metric,
-                "value": value,
+                "metric": score.metric,
+                "value": score.value,
                 "step": step,
                 "tokens": tokens,
                 "flops": flops,
                 "answer_len": self.answer_lens[split],
+                "n_examples": score.n_examples,
             }
-            for split, subtask, metric, value in scores
+            for split, score in scores
         ]
         self.writer.append(rows)
         for logger in trainer.loggers:
-            logger.log_metrics(
-                {f"{split}/{metric}/{subtask}": value for split, subtask, metric, value in scores}, step=step
-            )
+            logger.log_metrics({f"{split}/{s.metric}/{s.subtask}": s.value for split, s in scores}, step=step)
 
     def _checkpoint(self, trainer: pl.Trainer) -> None:
         """Save to a temporary file and rename, so a kill mid-save never leaves a torn checkpoint."""
