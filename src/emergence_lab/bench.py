@@ -74,27 +74,35 @@ def machine_info() -> dict[str, object]:
 
 
 def _plain_loop(width: int, depth: int, steps: int, warmup: int, digits: int, batch: int) -> float:
+    """The framework's work without the framework: the module's own optimizer and schedule (whatever
+    `configure_optimizers` builds), the same batches, loss and clipping, in a bare loop."""
     import torch
     import torch.nn.functional as F
 
     from emergence_lab.model import Transformer, TransformerConfig
+    from emergence_lab.module import EmergenceModule
+    from emergence_lab.optim import OptimConfig
     from emergence_lab.tasks import Addition
 
     task = Addition(digits=digits)
     torch.manual_seed(0)
     cfg = TransformerConfig(width=width, depth=depth, vocab_size=12, max_seq_len=task.max_seq_len)
     model = Transformer(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    module = EmergenceModule(model, task, OptimConfig(batch_size=batch), seed=0, max_steps=warmup + steps)
+    configured = module.configure_optimizers()
+    opt, sched = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    params = list(model.parameters())
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
         b = task.train_batch(batch, 0, step, "cpu")
         logits = model(b.tokens[:, :-1])[:, b.answer_pos - 1]
-        loss = F.cross_entropy(logits.flatten(0, 1), b.answers.flatten())
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), b.answers.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        sched.step()
     return steps / (time.perf_counter() - start)
 
 
