@@ -4,6 +4,7 @@
   same work (same model, data generation, AdamW, grad clipping), per width. It prints a table, writes the
   numbers to `--out` (JSON) when asked, and prints the constants for the `--dry-run` time estimate
   (`estimate.step_overhead_s`, `estimate.flops_per_s`).
+- `gpu`: MFU and tokens/s of one GPT-2-medium-sized model (`emergence_lab.bench_gpu`).
 - `analysis`: the analysis package's scale benchmark (`python -m analysis.bench`).
 """
 
@@ -17,8 +18,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-
-import numpy as np
 
 
 class UsageError(Exception):
@@ -149,6 +148,8 @@ def size_record(
     width: int, depth: int, batch: int, seq_len: int, framework: list[float], plain: list[float]
 ) -> dict[str, object]:
     """One row of bench.json from the repeated rates (steps/s) of the two loops."""
+    import numpy as np
+
     from emergence_lab.model import TransformerConfig
 
     cfg = TransformerConfig(width=width, depth=depth, vocab_size=12, max_seq_len=seq_len + 1)
@@ -197,6 +198,7 @@ def bench_train(argv: list[str]) -> int:
 
     import logging
 
+    import numpy as np
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -266,11 +268,15 @@ def bench_train(argv: list[str]) -> int:
 
 
 def bench_cli(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"train", "analysis"}:
-        print("usage: emergence bench {train|analysis} [options]", file=sys.stderr)
+    if not argv or argv[0] not in {"train", "gpu", "analysis"}:
+        print("usage: emergence bench {train|gpu|analysis} [options]", file=sys.stderr)
         return 2
     if argv[0] == "train":
         return bench_train(argv[1:])
+    if argv[0] == "gpu":
+        from emergence_lab.bench_gpu import main as gpu_bench
+
+        return gpu_bench(argv[1:])
     from emergence_lab.analysis.bench import main as analysis_bench
 
     return int(analysis_bench(argv[1:]) or 0)
