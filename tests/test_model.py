@@ -290,3 +290,54 @@ def test_fused_adamw_takes_the_same_step_as_the_loop():
             opt.step()
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_compile_decision_rule():
+    from emergence_lab.model import CPU_COMPILE_COST_S, compile_decision
+
+    assert compile_decision(True, 64, 2, 10, "cpu") == (True, "compile: on (set)")
+    assert compile_decision("off", 16, 2, 10**6, "cpu") == (False, "compile: off (set)")
+    # CPU: the demo's 1500 steps never repay the compile; a long run at width 16 does; width 64 never
+    assert compile_decision("auto", 16, 2, 1500, "cpu")[0] is False
+    on, why = compile_decision("auto", 16, 2, 50_000, "cpu")
+    assert on and why.startswith("compile: auto -> on")
+    assert compile_decision("auto", 64, 2, 10**7, "cpu")[0] is False
+    # the threshold is where steps * saving reaches the compile cost, and deeper models save more per step
+    from emergence_lab.model import _cpu_saving_per_step
+
+    need = math.ceil(CPU_COMPILE_COST_S / _cpu_saving_per_step(16, 2))
+    assert compile_decision("auto", 16, 2, need, "cpu")[0] is True
+    assert compile_decision("auto", 16, 2, need - 1, "cpu")[0] is False
+    assert _cpu_saving_per_step(16, 4) == pytest.approx(2 * _cpu_saving_per_step(16, 2))
+    assert _cpu_saving_per_step(8, 2) == _cpu_saving_per_step(16, 2)  # not extrapolated below the data
+    assert compile_decision("auto", 32, 2, 10**7, "cpu")[0] is False
+    assert compile_decision("auto", 16, 2, 999, "cuda")[0] is False
+    assert compile_decision("auto", 16, 2, 1000, "cuda")[0] is True
+    with pytest.raises(ValueError, match="on, off or auto"):
+        compile_decision("sometimes", 16, 2, 10, "cpu")
+
+
+def test_compile_or_eager_falls_back_and_leaves_grads_and_rng_alone(monkeypatch):
+    from emergence_lab.model import compile_or_eager
+
+    model = Transformer(TransformerConfig(width=16, depth=1, vocab_size=10, max_seq_len=8, dropout=0.1))
+    example = torch.randint(0, 10, (2, 8))
+
+    def failing(m):
+        def run(*_):
+            raise RuntimeError("InvalidCxxCompiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", failing)
+    rng = torch.get_rng_state()
+    forward, why = compile_or_eager(model, example)
+    assert forward is model
+    assert why == "eager: compiling failed (RuntimeError: InvalidCxxCompiler)"
+    assert torch.equal(torch.get_rng_state(), rng)
+
+    monkeypatch.setattr(torch, "compile", lambda m: m)  # a "compiler" that works: the probe step runs
+    forward, why = compile_or_eager(model, example)
+    assert why == "compiled (inductor)"
+    assert all(p.grad is None for p in model.parameters())  # the probe's gradients are not kept
+    assert torch.equal(torch.get_rng_state(), rng)  # nor does its dropout move the training RNG stream
