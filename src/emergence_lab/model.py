@@ -189,14 +189,13 @@ class Attention(nn.Module):
         tables: RotaryTables | None = None,
     ) -> torch.Tensor:
         b, t, d = x.shape
-        qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim)
+        # split, not slices: its backward is one cat, where two slices would each zero-fill a [b, t, 3d] grad
+        qk, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).split((2, 1), dim=2)
         if rotary is not None and tables is not None:
             # q and k rotate in one op: tables [t, ...] broadcast over [b, t, 2, H, hd]
-            qk = rotary.rotate(qkv[:, :, :2], tables.unsqueeze(2))
-            q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)
-        else:
-            q, k = qkv[:, :, :2].permute(2, 0, 3, 1, 4).unbind(0)
-        v = qkv[:, :, 2].transpose(1, 2)
+            qk = rotary.rotate(qk, tables.unsqueeze(2))
+        q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)
+        v = v.squeeze(2).transpose(1, 2)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )
@@ -211,7 +210,7 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.width, bias=cfg.bias)
         self.fc = nn.Linear(cfg.width, cfg.d_ff, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_ff, cfg.width, bias=cfg.bias)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def forward(
         self,
@@ -237,7 +236,7 @@ class Transformer(nn.Module):
             if cfg.positions == "rotary"
             else None
         )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width, bias=cfg.bias)
         self.reset_parameters()
