@@ -1,42 +1,107 @@
 """`emergence bench`: speed numbers, measured side by side in one process (never in the test suite).
 
 - `train`: the framework's training step (Lightning + EmergenceModule) against a plain PyTorch loop doing the
-  same work (same model, data generation, AdamW, grad clipping), per width. It also prints the constants for
-  the `--dry-run` time estimate (`estimate.step_overhead_s`, `estimate.flops_per_s`).
+  same work (same model, data generation, AdamW, grad clipping), per width. It prints a table, writes the
+  numbers to `--out` (JSON) when asked, and prints the constants for the `--dry-run` time estimate
+  (`estimate.step_overhead_s`, `estimate.flops_per_s`).
+- `gpu`: MFU and tokens/s of one GPT-2-medium-sized model (`emergence_lab.bench_gpu`).
 - `analysis`: the analysis package's scale benchmark (`python -m analysis.bench`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import sys
 import time
 import warnings
+from pathlib import Path
 
-import numpy as np
+
+class UsageError(Exception):
+    """A bad command-line argument: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _int_at_least(low: int):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _widths(text: str) -> list[int]:
+    parts = [t.strip() for t in text.split(",")]
+    try:
+        values = [int(t) for t in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"every width must be >= 1, got {text!r}")
+    return values
+
+
+def machine_info() -> dict[str, object]:
+    """CPU model, core counts and load: what a reader needs to judge a number from this machine."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, object] = {"cpu_model": model, "cores": os.cpu_count(), "platform": platform.platform()}
+    if hasattr(os, "sched_getaffinity"):
+        info["cores_usable"] = len(os.sched_getaffinity(0))
+    if hasattr(os, "getloadavg"):
+        info["load_avg_1_5_15_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
 
 
 def _plain_loop(width: int, depth: int, steps: int, warmup: int, digits: int, batch: int) -> float:
+    """The framework's work without the framework: the module's own optimizer and schedule (whatever
+    `configure_optimizers` builds), the same batches, loss and clipping, in a bare loop."""
     import torch
     import torch.nn.functional as F
 
     from emergence_lab.model import Transformer, TransformerConfig
+    from emergence_lab.module import EmergenceModule
+    from emergence_lab.optim import OptimConfig
     from emergence_lab.tasks import Addition
 
     task = Addition(digits=digits)
     torch.manual_seed(0)
     cfg = TransformerConfig(width=width, depth=depth, vocab_size=12, max_seq_len=task.max_seq_len)
     model = Transformer(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    module = EmergenceModule(model, task, OptimConfig(batch_size=batch), seed=0, max_steps=warmup + steps)
+    configured = module.configure_optimizers()
+    opt, sched = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    params = list(model.parameters())
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
         b = task.train_batch(batch, 0, step, "cpu")
         logits = model(b.tokens[:, :-1])[:, b.answer_pos - 1]
-        loss = F.cross_entropy(logits.flatten(0, 1), b.answers.flatten())
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), b.answers.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        sched.step()
     return steps / (time.perf_counter() - start)
 
 
@@ -79,69 +144,139 @@ def _lightning(width: int, depth: int, steps: int, warmup: int, digits: int, bat
     return clock.rate
 
 
+def size_record(
+    width: int, depth: int, batch: int, seq_len: int, framework: list[float], plain: list[float]
+) -> dict[str, object]:
+    """One row of bench.json from the repeated rates (steps/s) of the two loops."""
+    import numpy as np
+
+    from emergence_lab.model import TransformerConfig
+
+    cfg = TransformerConfig(width=width, depth=depth, vocab_size=12, max_seq_len=seq_len + 1)
+    f_rate, p_rate = float(np.median(framework)), float(np.median(plain))
+    tokens = batch * seq_len
+    return {
+        "width": width,
+        "depth": depth,
+        "n_params": cfg.n_params,
+        "batch": batch,
+        "seq_len": seq_len,
+        "steps_per_s_framework": f_rate,
+        "steps_per_s_plain": p_rate,
+        "tokens_per_s_framework": f_rate * tokens,
+        "tokens_per_s_plain": p_rate * tokens,
+        "ratio": f_rate / p_rate,
+        "framework_overhead_ms_per_step": 1000 * (1 / f_rate - 1 / p_rate),
+        "flops_per_step": cfg.flops_per_token(seq_len) * tokens,
+        "repeats_framework": [round(r, 2) for r in framework],
+        "repeats_plain": [round(r, 2) for r in plain],
+    }
+
+
+def _train_parser() -> _Parser:
+    p = _Parser(prog="emergence bench train")
+    p.add_argument("--widths", type=_widths, default=[8, 16, 32, 64], help="comma-separated, each >= 1")
+    p.add_argument("--depth", type=_int_at_least(1), default=2)
+    p.add_argument("--steps", type=_int_at_least(1), default=200, help="timed steps per loop")
+    p.add_argument("--warmup", type=_int_at_least(0), default=20, help="untimed steps before the clock")
+    p.add_argument("--digits", type=_int_at_least(1), default=3, help="addition digits (1-17)")
+    p.add_argument("--batch", type=_int_at_least(1), default=128)
+    p.add_argument("--threads", type=_int_at_least(1), default=1)
+    p.add_argument("--repeats", type=_int_at_least(1), default=3, help="alternate the loops this many times")
+    p.add_argument("--out", type=Path, default=None, help="write the numbers here as JSON")
+    return p
+
+
 def bench_train(argv: list[str]) -> int:
+    try:
+        args = _train_parser().parse_args(argv)
+        if args.digits > 17:
+            raise UsageError(f"argument --digits: must be <= 17, got {args.digits}")
+    except UsageError as e:
+        print(f"emergence bench train: error: {e}", file=sys.stderr)
+        return 2
+
     import logging
 
+    import numpy as np
     import torch
     from rich.console import Console
     from rich.table import Table
 
-    from emergence_lab.model import TransformerConfig
-
-    p = argparse.ArgumentParser(prog="emergence bench train")
-    p.add_argument("--widths", default="8,16,32,64")
-    p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--digits", type=int, default=3)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3, help="alternate the two loops this many times")
-    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
 
+    machine = machine_info()
     seq = 3 * args.digits + 2  # model input length of the addition task
-    table = Table(title=f"training steps/s, depth {args.depth}, batch {args.batch}, {args.threads} thread(s)")
-    for col in ("width", "n_params", "plain PyTorch", "Lightning", "Lightning / plain", "GFLOP/s (plain)"):
+    title = f"training steps/s, depth {args.depth}, batch {args.batch}, {args.threads} thread(s)"
+    table = Table(title=title)
+    columns = ("width", "n_params", "plain PyTorch", "Lightning", "Lightning / plain", "overhead ms/step")
+    for col in (*columns, "GFLOP/s (plain)"):
         table.add_column(col, justify="right")
-    secs, flops = [], []
-    for width in (int(w) for w in args.widths.split(",")):
+    sizes = []
+    for width in args.widths:
         shape = (width, args.depth, args.steps, args.warmup, args.digits, args.batch)
         plain, light = [], []
         for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
             plain.append(_plain_loop(*shape))
             light.append(_lightning(*shape))
-        p_rate, l_rate = float(np.median(plain)), float(np.median(light))
-        cfg = TransformerConfig(width=width, depth=args.depth, vocab_size=12, max_seq_len=seq + 1)
-        step_flops = cfg.flops_per_token(seq) * seq * args.batch
-        secs.append(1 / l_rate)
-        flops.append(step_flops)
+        row = size_record(width, args.depth, args.batch, seq, light, plain)
+        sizes.append(row)
+        p_rate, l_rate = row["steps_per_s_plain"], row["steps_per_s_framework"]
         table.add_row(
             str(width),
-            f"{cfg.n_params:,}",
+            f"{row['n_params']:,}",
             f"{p_rate:.1f} ± {np.std(plain):.1f}",
             f"{l_rate:.1f} ± {np.std(light):.1f}",
-            f"{l_rate / p_rate:.2f}",
-            f"{step_flops * p_rate / 1e9:.2f}",
+            f"{row['ratio']:.2f}",
+            f"{row['framework_overhead_ms_per_step']:.2f}",
+            f"{row['flops_per_step'] * p_rate / 1e9:.2f}",  # type: ignore[operator]
         )
-    Console().print(table)
+    Console(width=120).print(table)
     # seconds per step = overhead + flops / rate, fitted over the widths (the dry-run estimate rule)
-    slope, intercept = np.polyfit(np.array(flops), np.array(secs), 1)
-    print(
-        f"dry-run estimate constants for this machine: estimate.step_overhead_s={max(intercept, 0):.4f} "
-        f"estimate.flops_per_s={1 / slope:.3g}"
-    )
+    estimate = None
+    if len(sizes) >= 2:
+        flops = np.array([r["flops_per_step"] for r in sizes], dtype=float)
+        secs = np.array([1 / r["steps_per_s_framework"] for r in sizes], dtype=float)  # type: ignore[operator]
+        slope, intercept = np.polyfit(flops, secs, 1)
+        estimate = {"step_overhead_s": float(max(intercept, 0.0)), "flops_per_s": float(1 / slope)}
+        print(
+            f"dry-run estimate constants for this machine: "
+            f"estimate.step_overhead_s={estimate['step_overhead_s']:.4f} "
+            f"estimate.flops_per_s={estimate['flops_per_s']:.3g}"
+        )
+    if args.out is not None:
+        if hasattr(os, "getloadavg"):
+            machine["load_avg_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        report = {
+            "benchmark": "train",
+            "task": f"addition, {args.digits} digits",
+            "machine": machine,
+            "torch_version": torch.__version__,
+            "threads": args.threads,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "sizes": sizes,
+            "estimate": estimate,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 
 def bench_cli(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"train", "analysis"}:
-        print("usage: emergence bench {train|analysis} [options]")
+    if not argv or argv[0] not in {"train", "gpu", "analysis"}:
+        print("usage: emergence bench {train|gpu|analysis} [options]", file=sys.stderr)
         return 2
     if argv[0] == "train":
         return bench_train(argv[1:])
+    if argv[0] == "gpu":
+        from emergence_lab.bench_gpu import main as gpu_bench
+
+        return gpu_bench(argv[1:])
     from emergence_lab.analysis.bench import main as analysis_bench
 
     return int(analysis_bench(argv[1:]) or 0)

@@ -41,3 +41,45 @@ class OptimConfig:
         if self.lr_rule == "capped_inverse_width":
             return self.lr * min(1.0, self.base_width / width)
         return self.lr
+
+
+def adamw_implementation(device_type: str) -> dict[str, bool]:
+    """The fastest AdamW this torch offers on a device: `fused` (one kernel over all parameters; CUDA, and
+    CPU from torch 2.4) or else `foreach` (multi-tensor ops instead of a Python loop per parameter)."""
+    import torch
+
+    fused_devices = {"cuda"}
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4: fused Adam(W) kernels on CPU
+        fused_devices.add("cpu")
+    if device_type in fused_devices:
+        return {"fused": True}
+    return {"foreach": True}
+
+
+def build_optimizer(model, optim: OptimConfig, device_type: str):  # type: ignore[no-untyped-def]
+    """AdamW over three groups: hidden matrices at the width rule's lr with weight decay, embeddings at
+    `lr` with weight decay, gains and biases at `lr` without. `model` is an `emergence_lab.model.Transformer`
+    (kept untyped so this module imports without torch)."""
+    import torch
+
+    embeddings = {id(model.tok_emb.weight)}
+    if model.pos_emb is not None:
+        embeddings.add(id(model.pos_emb.weight))
+    hidden, emb, vectors = [], [], []
+    for p in model.parameters():
+        if id(p) in embeddings:
+            emb.append(p)
+        elif p.ndim >= 2:
+            hidden.append(p)
+        else:
+            vectors.append(p)
+    groups = [
+        {"params": hidden, "lr": optim.hidden_lr(model.cfg.width), "weight_decay": optim.weight_decay},
+        {"params": emb, "lr": optim.lr, "weight_decay": optim.weight_decay},
+        {"params": vectors, "lr": optim.lr, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]],
+        betas=(optim.beta1, optim.beta2),
+        **adamw_implementation(device_type),
+    )
