@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from emergence_lab.bench import bench_cli, size_record
+from emergence_lab.bench import bench_cli
+from emergence_lab.bench.train import size_record
 from emergence_lab.model import TransformerConfig
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from emergence_lab.bench_gpu import default_peak_flops, main, nanogpt_flops_per_token
+from emergence_lab.bench.gpu import default_peak_flops, main, nanogpt_flops_per_token
 
 TINY = ["--device", "cpu", "--width", "32", "--depth", "2", "--head-dim", "16", "--seq-len", "16"]
 TINY += ["--vocab", "64", "--batch", "2", "--steps", "2", "--warmup", "1"]

@@ -252,7 +252,7 @@ def test_fused_qkv_inits_q_k_and_v_each_by_fan_in():
 
 
 def test_build_optimizer_groups_and_implementation():
-    from emergence_lab.optim import OptimConfig, adamw_implementation, build_optimizer
+    from emergence_lab.run.optim import OptimConfig, adamw_implementation, build_optimizer
 
     model = Transformer(TransformerConfig(width=64, depth=2, vocab_size=10, positions="learned"))
     o = OptimConfig(lr=4e-3, base_width=32, weight_decay=0.1, beta1=0.8, beta2=0.95)
@@ -273,7 +273,7 @@ def test_build_optimizer_groups_and_implementation():
 
 
 def test_fused_adamw_takes_the_same_step_as_the_loop():
-    from emergence_lab.optim import OptimConfig, build_optimizer
+    from emergence_lab.run.optim import OptimConfig, build_optimizer
 
     torch.manual_seed(0)
     models = [Transformer(TransformerConfig(width=16, depth=1, vocab_size=10, max_seq_len=8)) for _ in "ab"]

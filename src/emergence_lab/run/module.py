@@ -17,7 +17,7 @@ from lightning.fabric.utilities.throughput import get_available_flops
 
 from emergence_lab.evaluation import Score, evaluate
 from emergence_lab.model import Transformer
-from emergence_lab.run.optim import OptimConfig
+from emergence_lab.run.optim import OptimConfig, build_optimizer
 from emergence_lab.tasks.base import Task, TaskBatch
 
 
@@ -101,28 +101,8 @@ class EmergenceModule(pl.LightningModule):
         self._clock = None
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
-        embeddings = {id(self.model.tok_emb.weight)}
-        if self.model.pos_emb is not None:
-            embeddings.add(id(self.model.pos_emb.weight))
-        hidden, emb, vectors = [], [], []
-        for p in self.model.parameters():
-            if id(p) in embeddings:
-                emb.append(p)
-            elif p.ndim >= 2:
-                hidden.append(p)
-            else:
-                vectors.append(p)
+        optimizer = build_optimizer(self.model, self.optim, self.device.type)
         o = self.optim
-        groups = [
-            {"params": hidden, "lr": o.hidden_lr(self.model.cfg.width), "weight_decay": o.weight_decay},
-            {"params": emb, "lr": o.lr, "weight_decay": o.weight_decay},
-            {"params": vectors, "lr": o.lr, "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]],
-            betas=(o.beta1, o.beta2),
-            fused=self.device.type == "cuda",
-        )
         warmup, total, floor = o.warmup_steps, max(self.max_steps, 1), o.min_lr_ratio
 
         def schedule(step: int) -> float:

@@ -1,46 +1,19 @@
-"""`emergence bench`: speed numbers, measured side by side in one process (never in the test suite).
-
-- `train`: the framework's training step (Lightning + EmergenceModule) against a plain PyTorch loop doing the
-  same work (same model, data generation, AdamW, grad clipping), per width. It prints a table, writes the
-  numbers to `--out` (JSON) when asked, and prints the constants for the `--dry-run` time estimate
-  (`estimate.step_overhead_s`, `estimate.flops_per_s`).
-- `gpu`: MFU and tokens/s of one GPT-2-medium-sized model (`emergence_lab.bench_gpu`).
-- `analysis`: the analysis package's scale benchmark (`python -m analysis.bench`).
-"""
+"""`emergence bench train`: the framework's training step (Lightning + EmergenceModule) against a plain
+PyTorch loop doing the same work (same model, data generation, AdamW, grad clipping), per width. It prints
+a table, writes the numbers to `--out` (JSON) when asked, and prints the constants for the `--dry-run`
+time estimate (`estimate.step_overhead_s`, `estimate.flops_per_s`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 
-
-class UsageError(Exception):
-    """A bad command-line argument: reported as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
-def _int_at_least(low: int):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
+from emergence_lab.bench.common import UsageError, _int_at_least, _Parser, machine_info
 
 
 def _widths(text: str) -> list[int]:
@@ -54,24 +27,6 @@ def _widths(text: str) -> list[int]:
     return values
 
 
-def machine_info() -> dict[str, object]:
-    """CPU model, core counts and load: what a reader needs to judge a number from this machine."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, object] = {"cpu_model": model, "cores": os.cpu_count(), "platform": platform.platform()}
-    if hasattr(os, "sched_getaffinity"):
-        info["cores_usable"] = len(os.sched_getaffinity(0))
-    if hasattr(os, "getloadavg"):
-        info["load_avg_1_5_15_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    return info
-
-
 def _plain_loop(width: int, depth: int, steps: int, warmup: int, digits: int, batch: int) -> float:
     """The framework's work without the framework: the module's own optimizer and schedule (whatever
     `configure_optimizers` builds), the same batches, loss and clipping, in a bare loop."""
@@ -79,8 +34,8 @@ def _plain_loop(width: int, depth: int, steps: int, warmup: int, digits: int, ba
     import torch.nn.functional as F
 
     from emergence_lab.model import Transformer, TransformerConfig
-    from emergence_lab.module import EmergenceModule
-    from emergence_lab.optim import OptimConfig
+    from emergence_lab.run.module import EmergenceModule
+    from emergence_lab.run.optim import OptimConfig
     from emergence_lab.tasks import Addition
 
     task = Addition(digits=digits)
@@ -265,18 +220,3 @@ def bench_train(argv: list[str]) -> int:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
-
-
-def bench_cli(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"train", "gpu", "analysis"}:
-        print("usage: emergence bench {train|gpu|analysis} [options]", file=sys.stderr)
-        return 2
-    if argv[0] == "train":
-        return bench_train(argv[1:])
-    if argv[0] == "gpu":
-        from emergence_lab.bench_gpu import main as gpu_bench
-
-        return gpu_bench(argv[1:])
-    from emergence_lab.analysis.bench import main as analysis_bench
-
-    return int(analysis_bench(argv[1:]) or 0)

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from emergence_lab.bench import UsageError, _int_at_least, _Parser, machine_info
+from emergence_lab.bench.common import UsageError, _int_at_least, _Parser, machine_info
 
 # dense bf16 tensor-core peaks, FLOP/s, by a substring of torch.cuda.get_device_name()
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
@@ -86,7 +86,7 @@ def _measure(args: argparse.Namespace, device, batch: int, compiled: bool) -> di
     import torch.nn.functional as F
 
     from emergence_lab.model import Transformer
-    from emergence_lab.optim import OptimConfig, build_optimizer
+    from emergence_lab.run.optim import OptimConfig, build_optimizer
 
     torch.manual_seed(0)
     cfg = _config(args)
