@@ -61,6 +61,9 @@ def _gpu_count() -> int:
 def register_resolvers() -> None:
     """Make `${run_id:}` (Hydra's run and sweep folder names use it) and `${gpu_count:}` (the visible GPUs,
     at least 1; `hydra/launcher=joblib_gpu` runs that many jobs at once) available to configs."""
+    from emergence_lab.config_schema import register_schemas  # [config_schema] conf/ lists these schemas
+
+    register_schemas()  # [config_schema]
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", _resolver, use_cache=False)
     if not OmegaConf.has_resolver("gpu_count"):

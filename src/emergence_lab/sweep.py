@@ -27,6 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from emergence_lab.config_schema import check_grid  # [config_schema]
 from emergence_lab.results import atomic_write_text, read_run_info
 from emergence_lab.run_id import register_resolvers, run_id
 
@@ -83,8 +84,10 @@ def expand(master: DictConfig, task_overrides: list[str]) -> list[list[str]]:
 
 def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
     """Size, budget and cost of one run, from its composed config; raises ValueError on a bad config."""
+    from emergence_lab.config_schema import check_config  # [config_schema]
     from emergence_lab.spec import build_spec
 
+    check_config(cfg)  # [config_schema] ranges, relations and names, one line naming the key
     try:
         spec = build_spec(cfg)
     except Exception as exc:  # instantiate wraps constructor errors; surface the root cause in one line
@@ -124,7 +127,9 @@ def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
 
 def plan(config_loader: Any, master: DictConfig, task_overrides: list[str]) -> list[PlannedRun]:
     runs = []
-    for job in expand(master, task_overrides):
+    jobs = expand(master, task_overrides)
+    check_grid(master.hydra.sweeper.get("params"), task_overrides, jobs)  # [config_schema] no empty sweep
+    for job in jobs:
         cfg = config_loader.load_sweep_config(master, job)
         runs.append(describe(cfg, job))
     _check_distinct(runs)
@@ -196,8 +201,9 @@ def validate_overrides(argv: list[str]) -> str | None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    from emergence_lab.config_schema import explain  # [config_schema]
+
+    return explain(exc)  # [config_schema] `<key>=<value>: must be ...` for a mistyped value
 
 
 # ---- threads: jobs x threads <= cores --------------------------------------------------------------------
