@@ -316,7 +316,9 @@ class EstimateSchema:
 @dataclass
 class PathsSchema:
     root: str = rule("a non-empty path", lambda v: isinstance(v, str) and v.strip() != "")
-    output_dir: Any = rule("a path", lambda v: isinstance(v, str))  # Any: a `${hydra:}` read outside a job
+    # Hydra's output folder (`${hydra:runtime.output_dir}`), unset while planning; Any keeps a read of it
+    # outside a job as lenient as before the schema
+    output_dir: Any = rule("a path", lambda v: v is None or isinstance(v, str))
 
 
 def _group(text: str) -> Any:
@@ -594,6 +596,18 @@ def estimate_memory(
     return MemoryEstimate(n * wb, n * wb, 2 * n * wb, int(max(train_act, eval_act)), wname, aname)
 
 
+def run_memory(spec: Any, trainer: Any) -> MemoryEstimate:
+    """The estimate for a planned run (a spec.RunSpec) under its trainer settings; evaluation runs
+    `trainer.eval_chunk_size` sequences at once."""
+    return estimate_memory(
+        spec.model,
+        int(spec.optim.batch_size),
+        spec.seq_len,
+        str(trainer.precision),
+        int(trainer.eval_chunk_size),
+    )
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -641,11 +655,14 @@ def plan_memory_budget(launcher: Any, jobs_at_once: int) -> tuple[int, str] | No
 
 
 def check_plan_memory(
-    label: str, estimate: MemoryEstimate, accelerator: str, budget: tuple[int, str] | None
+    overrides: list[str], estimate: MemoryEstimate, accelerator: str, budget: tuple[int, str] | None
 ) -> None:
-    """Refuse a planned run whose host memory cannot fit in what its launcher gives one job."""
+    """Refuse a planned run whose host memory cannot fit in what its launcher gives one job; the message
+    names the run by its overrides (without the ones that only say where and how it is launched)."""
     if budget is None:
         return
+    where = ("hydra", "paths.", "experiment=", "sweep=", "logger", "-")
+    label = " ".join(o for o in overrides if not o.lstrip("+~").startswith(where)) or "the default run"
     on_host = estimate.total if accelerator == "cpu" else estimate.host_state
     limit, source = budget
     if on_host > limit:

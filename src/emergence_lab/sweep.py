@@ -27,7 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from emergence_lab.config_schema import check_grid  # [config_schema]
+from emergence_lab.config_schema import check_grid, human_bytes, plan_memory_budget  # [config_schema]
 from emergence_lab.results import atomic_write_text, read_run_info
 from emergence_lab.run_id import register_resolvers, run_id
 
@@ -65,6 +65,7 @@ class PlannedRun:
     tokens: int
     flops: float
     est_seconds: float
+    mem_bytes: int = 0  # [config_schema] estimated memory of the run on its device (config_schema.py)
 
 
 # The plan of the command line validated last, keyed by its overrides: the sweep callback reuses it instead
@@ -82,9 +83,10 @@ def expand(master: DictConfig, task_overrides: list[str]) -> list[list[str]]:
     return [list(job) for job in batches[0]] if batches else [[]]
 
 
-def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
-    """Size, budget and cost of one run, from its composed config; raises ValueError on a bad config."""
-    from emergence_lab.config_schema import check_config  # [config_schema]
+def describe(cfg: DictConfig, overrides: list[str], mem_budget: tuple[int, str] | None = None) -> PlannedRun:
+    """Size, budget and cost of one run, from its composed config; raises ValueError on a bad config, or on
+    a run that needs more memory than `mem_budget` (bytes a job may use, and where that number comes from)."""
+    from emergence_lab.config_schema import check_config, check_plan_memory, run_memory  # [config_schema]
     from emergence_lab.spec import build_spec
 
     check_config(cfg)  # [config_schema] ranges, relations and names, one line naming the key
@@ -109,6 +111,8 @@ def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
         + (flops + eval_flops) / float(e.flops_per_s)
         + float(e.startup_s)
     )
+    mem = run_memory(spec, t)  # [config_schema]
+    check_plan_memory(overrides, mem, str(t.accelerator), mem_budget)  # [config_schema]
     return PlannedRun(
         run_id=run_id(cfg),
         overrides=overrides,
@@ -122,6 +126,7 @@ def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
         tokens=steps * tokens_per_step,
         flops=flops,
         est_seconds=round(est, 1),
+        mem_bytes=mem.total,  # [config_schema]
     )
 
 
@@ -129,9 +134,11 @@ def plan(config_loader: Any, master: DictConfig, task_overrides: list[str]) -> l
     runs = []
     jobs = expand(master, task_overrides)
     check_grid(master.hydra.sweeper.get("params"), task_overrides, jobs)  # [config_schema] no empty sweep
+    launcher = master.hydra.launcher  # [config_schema] memory one job may use, with this many at once:
+    budget = plan_memory_budget(launcher, jobs_at_once(launcher, len(jobs), cpu_cores()))  # [config_schema]
     for job in jobs:
         cfg = config_loader.load_sweep_config(master, job)
-        runs.append(describe(cfg, job))
+        runs.append(describe(cfg, job, budget))
     _check_distinct(runs)
     return runs
 
@@ -164,7 +171,7 @@ def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
         master = compose("config", overrides=fixed, return_hydra_config=True)
         _check_analysis_block(master)
         if not multirun:
-            return master, [describe(master, overrides)]
+            return master, [describe(master, overrides, plan_memory_budget(master.hydra.launcher, 1))]
         runs = plan(GlobalHydra.instance().config_loader(), master, overrides)
         _PLAN_CACHE.clear()
         _PLAN_CACHE[tuple(o.input_line for o in parsed if not o.is_hydra_override())] = runs
@@ -459,6 +466,7 @@ def print_plan(runs: list[PlannedRun], title: str) -> None:
         ("tokens", "tokens", f"{sum(r.tokens for r in runs):.3g}"),
         ("FLOPs", "flops", f"{sum(r.flops for r in runs):.3g}"),
         ("est. time", "est_seconds", _duration(total_time)),
+        ("memory", "mem_bytes", "max " + human_bytes(max((r.mem_bytes for r in runs), default=0))),
     ]
     for header, _, footer in columns:
         table.add_column(header, footer=footer, justify="left" if header == "run" else "right")
@@ -473,6 +481,7 @@ def print_plan(runs: list[PlannedRun], title: str) -> None:
             f"{r.tokens:.3g}",
             f"{r.flops:.3g}",
             _duration(r.est_seconds),
+            human_bytes(r.mem_bytes),  # [config_schema]
         )
     Console(width=160).print(table)
     n_params, tokens, flops = (sum(getattr(r, k) for r in runs) for k in ("n_params", "tokens", "flops"))

@@ -180,6 +180,9 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
         tokens_per_step = spec.tokens_per_step
         threads = _set_threads(t.threads)
         devices = _pin_device(t, job_num)
+        from emergence_lab.config_schema import check_device_memory, run_memory  # [config_schema]
+
+        check_device_memory(rid, run_memory(spec, t), str(t.accelerator), devices)  # [config_schema]
 
         pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
         model = Transformer(model_cfg)
