@@ -81,7 +81,7 @@ def test_schema_constants_are_the_cores():
 # ---- each bad value: the one line --------------------------------------------------------------------------
 REFUSED = [
     ("optim.lr=-0.01", "optim.lr=-0.01: must be > 0 and finite"),
-    ("optim.weight_decay=-1", "optim.weight_decay=-1.0: must be >= 0 and finite"),
+    ("optim.weight_decay=-1", "optim.weight_decay=-1: must be >= 0 and finite"),
     ("optim.warmup_steps=-50", "optim.warmup_steps=-50: must be an integer >= 0"),
     ("optim.lr=nan", "optim.lr=nan: must be > 0 and finite"),
     ("optim.lr=inf", "optim.lr=inf: must be > 0 and finite"),
@@ -94,11 +94,13 @@ REFUSED = [
     ("trainer.ckpt_every=0", "trainer.ckpt_every=0: must be an integer >= 1"),
     ("trainer.eval_every=0", "trainer.eval_every=0: must be an integer >= 1"),
     ("model.dropout=1.5", "model.dropout=1.5: must be in [0, 1) and finite"),
-    ("optim.beta1=2", "optim.beta1=2.0: must be in [0, 1) and finite"),
+    ("optim.beta1=2", "optim.beta1=2: must be in [0, 1) and finite"),
     ("trainer.max_steps=0", "trainer.max_steps=0: must be an integer >= 1 (or null)"),
     ("trainer.threads=abc", "trainer.threads=abc: must be auto or an integer >= 1"),
     ("task.digits=40", "task.digits=40: must be an integer in [1, 17]"),
     ("model.positions=alibi", "model.positions=alibi: must be one of rotary, learned"),
+    ("optim.lr=abc", "optim.lr=abc: must be > 0 and finite"),
+    ("trainer.grad_clip=-1", "trainer.grad_clip=-1: must be >= 0 and finite (or null)"),
     ("sweep=../../x", "sweep=../../x: must be letters, digits and _.- only, not starting with a dot"),
     ("sweep=.hidden", "sweep=.hidden: must be letters, digits and _.- only, not starting with a dot"),
     ("sweep=a/b", "sweep=a/b: must be letters, digits and _.- only, not starting with a dot"),
@@ -115,20 +117,23 @@ def test_a_bad_value_is_refused_in_one_line_naming_the_key(override: str, line: 
     ("overrides", "line"),
     [
         (["task=modular", "task.op=pow"], "task.op=pow: must be one of add, sub, mul, div"),
-        (["task=modular", "task.train_fraction=1"], "task.train_fraction=1.0: must be in (0, 1) and finite"),
+        (["task=modular", "task.train_fraction=1"], "task.train_fraction=1: must be in (0, 1) and finite"),
         (["task=recall", "task.ood_pairs=0"], "task.ood_pairs=0: must be an integer >= 1 (or null)"),
         (
             ["budget=tokens_per_param", "budget.min_steps=30000"],
             "budget.min_steps=30000: must be <= budget.max_steps (20000)",
         ),
-        (["budget=tokens", "budget.tokens=0"], "budget.tokens=0.0: must be > 0 and finite"),
+        (["budget=tokens", "budget.tokens=0"], "budget.tokens=0: must be > 0 and finite"),
         (["run_id_ignore=[trainer.nope]"], "run_id_ignore: 'trainer.nope' is not a key of this config"),
         (
             ["trainer.devices=0"],
             "trainer.devices=0: must be an integer >= 1, -1 (every device), auto, or a list of device"
             " indices",
         ),
-        (["trainer.precision=12"], "trainer.precision=12: must be one of " + ", ".join(cs.PRECISIONS)),
+        (
+            ["trainer.precision=12"],
+            "trainer.precision=12: must be one of " + ", ".join(map(str, cs.PRECISIONS)),
+        ),
     ],
 )
 def test_ranges_of_other_groups_and_relations(overrides: list[str], line: str):
@@ -141,7 +146,7 @@ def test_ranges_of_other_groups_and_relations(overrides: list[str], line: str):
         [],
         ["task=modular", "task.test_size=null"],
         ["trainer.devices=auto", "trainer.threads=2", "trainer.max_steps=5"],
-        ["trainer.devices=[0,1]"],
+        ["trainer.devices=[0,1]", "trainer.grad_clip=null", "trainer.precision=32"],
         ["optim.warmup_steps=0", "optim.weight_decay=0", "model.dropout=0.5", "seed=4294967295"],
         ["sweep=my_study-v1.2"],
     ],
@@ -293,3 +298,13 @@ def test_cli_refuses_a_run_that_cannot_fit(tmp_path: Path):
         and proc.stderr.count("\n") == 1
     )
     assert not root.exists()
+
+
+def test_the_schemas_keep_values_as_typed_so_run_ids_do_not_move():
+    """A float-typed key would turn `optim.weight_decay=0` into 0.0 and change that command's run id."""
+    cfg = compose_with(
+        "optim.weight_decay=0", "budget=tokens", "budget.tokens=2000000", "trainer.precision=32"
+    )
+    assert type(cfg.optim.weight_decay) is int and type(cfg.budget.tokens) is int
+    assert cfg.trainer.precision == 32
+    assert type(compose_with().optim.lr) is float

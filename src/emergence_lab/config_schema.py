@@ -52,17 +52,10 @@ STRATEGIES = (
     "fsdp",
     "single_device",
 )
+# Lightning's precisions; the bare numbers also as integers (`trainer.precision=32` parses as one)
 PRECISIONS = (
-    "64-true",
-    "64",
-    "32-true",
-    "32",
-    "16-mixed",
-    "16",
-    "bf16-mixed",
-    "bf16",
-    "16-true",
-    "bf16-true",
+    *("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16"),
+    *(64, 32, 16),
 )
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -140,9 +133,15 @@ def _num(x: float | None) -> str:
 
 
 def ranged(
-    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    nullable: bool = False,
 ) -> Any:
-    return field(default=MISSING, metadata={"check": Range(lo, hi, lo_open, hi_open)})
+    """A number in a range; `nullable`: also null (for an untyped `Real` key; `int | None` says it itself)."""
+    return field(default=MISSING, metadata={"check": Range(lo, hi, lo_open, hi_open), "nullable": nullable})
 
 
 def one_of(*values: Any) -> Any:
@@ -178,6 +177,11 @@ def _logger_ok(value: Any) -> bool:
     return value is None or (isinstance(value, (dict, DictConfig)) and (not value or "_target_" in value))
 
 
+# A real-valued key is not typed `float`: that would store `optim.weight_decay=0` as 0.0 and so change the run
+# id such a command had before the schemas. Its range check refuses anything but an int or a finite float.
+Real = Any
+
+
 # ---- the schemas -------------------------------------------------------------------------------------------
 @dataclass
 class TransformerSchema:
@@ -187,23 +191,23 @@ class TransformerSchema:
     head_dim: int = ranged(1)
     mlp_ratio: int = ranged(1)
     positions: str = one_of("rotary", "learned")
-    dropout: float = ranged(0.0, 1.0, hi_open=True)
+    dropout: Real = ranged(0.0, 1.0, hi_open=True)
     bias: bool = flag()
     init: str = one_of("fan_in", "gpt2")
-    init_scale: float = ranged(0.0, lo_open=True)
+    init_scale: Real = ranged(0.0, lo_open=True)
 
 
 @dataclass
 class AdamWSchema:
     batch_size: int = ranged(1)
-    lr: float = ranged(0.0, lo_open=True)
+    lr: Real = ranged(0.0, lo_open=True)
     lr_rule: str = one_of(*LR_RULES)
     base_width: int = ranged(1)
-    weight_decay: float = ranged(0.0)
-    beta1: float = ranged(0.0, 1.0, hi_open=True)
-    beta2: float = ranged(0.0, 1.0, hi_open=True)
+    weight_decay: Real = ranged(0.0)
+    beta1: Real = ranged(0.0, 1.0, hi_open=True)
+    beta2: Real = ranged(0.0, 1.0, hi_open=True)
     warmup_steps: int = ranged(0)
-    min_lr_ratio: float = ranged(0.0, 1.0)
+    min_lr_ratio: Real = ranged(0.0, 1.0)
 
 
 @dataclass
@@ -215,13 +219,13 @@ class StepsBudgetSchema:
 @dataclass
 class TokensBudgetSchema:
     rule: str = one_of("tokens")
-    tokens: float = ranged(0.0, lo_open=True)
+    tokens: Real = ranged(0.0, lo_open=True)
 
 
 @dataclass
 class TokensPerParamBudgetSchema:
     rule: str = one_of("tokens_per_param")
-    tokens_per_param: float = ranged(0.0, lo_open=True)
+    tokens_per_param: Real = ranged(0.0, lo_open=True)
     min_steps: int = ranged(1)
     max_steps: int = ranged(1)
 
@@ -231,12 +235,12 @@ class TrainerSchema:
     accelerator: str = one_of(*ACCELERATORS)
     devices: Any = rule("an integer >= 1, -1 (every device), auto, or a list of device indices", _devices_ok)
     strategy: str = one_of(*STRATEGIES)
-    precision: str = one_of(*PRECISIONS)
+    precision: Any = one_of(*PRECISIONS)  # Any: `32` stays the integer it was before the schema
     compile: bool = flag()
     max_steps: int | None = ranged(1)
     threads: Any = rule("auto or an integer >= 1", lambda v: v == "auto" or _is_int(v, 1))
     deterministic: bool = flag()
-    grad_clip: float | None = ranged(0.0)
+    grad_clip: Real = ranged(0.0, nullable=True)  # null: no clipping
     eval_every: int = ranged(1)
     ckpt_every: int = ranged(1)
     eval_chunk_size: int = ranged(1)
@@ -274,7 +278,7 @@ class ModularSchema:
     _target_: str = one_of("emergence_lab.tasks.modular.Modular")
     p: int = ranged(2)
     op: str = one_of(*MODULAR_OPS)
-    train_fraction: float = ranged(0.0, 1.0, lo_open=True, hi_open=True)
+    train_fraction: Real = ranged(0.0, 1.0, lo_open=True, hi_open=True)
     split_seed: int = ranged(0, GENERATOR_SEED_MAX)
     test_seed: int = ranged(0, GENERATOR_SEED_MAX)
     test_size: int | None = ranged(1)
@@ -286,7 +290,7 @@ class ParitySchema:
     n_tasks: int = ranged(1)
     n_bits: int = ranged(1)
     k: int = ranged(1)
-    alpha: float = ranged(0.0)
+    alpha: Real = ranged(0.0)
     world_seed: int = ranged(0, GENERATOR_SEED_MAX)
     test_seed: int = ranged(0, GENERATOR_SEED_MAX)
     test_size: int = ranged(1)
@@ -308,9 +312,9 @@ class RecallSchema:
 
 @dataclass
 class EstimateSchema:
-    startup_s: float = ranged(0.0)
-    step_overhead_s: float = ranged(0.0)
-    flops_per_s: float = ranged(0.0, lo_open=True)
+    startup_s: Real = ranged(0.0)
+    step_overhead_s: Real = ranged(0.0)
+    flops_per_s: Real = ranged(0.0, lo_open=True)
 
 
 @dataclass
@@ -417,6 +421,8 @@ def _is_integer_field(schema: type, name: str) -> bool:
 
 def _is_optional(schema: type, name: str) -> bool:
     hint = get_type_hints(schema).get(name)
+    if any(f.name == name and f.metadata.get("nullable") for f in fields(schema)):
+        return True
     return get_origin(hint) in _UNIONS and type(None) in get_args(hint)
 
 
