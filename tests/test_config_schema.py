@@ -308,3 +308,21 @@ def test_the_schemas_keep_values_as_typed_so_run_ids_do_not_move():
     assert type(cfg.optim.weight_decay) is int and type(cfg.budget.tokens) is int
     assert cfg.trainer.precision == 32
     assert type(compose_with().optim.lr) is float
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--widths", "0"], "argument --widths: must be integers >= 1, comma-separated, got '0'"),
+        (["--widths", "abc"], "argument --widths: must be integers >= 1, comma-separated, got 'abc'"),
+        (["--steps", "0"], "argument --steps: must be an integer >= 1, got '0'"),
+        (["--digits", "40"], "argument --digits: must be an integer in [1, 17], got '40'"),
+    ],
+)
+def test_bench_refuses_bad_options_in_one_line(capsys, args: list[str], line: str):
+    from emergence_lab.bench import bench_cli
+
+    with pytest.raises(SystemExit) as stop:
+        bench_cli(["train", *args])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"emergence bench train: {line}\n"

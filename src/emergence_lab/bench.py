@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -88,15 +90,17 @@ def bench_train(argv: list[str]) -> int:
 
     from emergence_lab.model import TransformerConfig
 
-    p = argparse.ArgumentParser(prog="emergence bench train")
-    p.add_argument("--widths", default="8,16,32,64")
-    p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--digits", type=int, default=3)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3, help="alternate the two loops this many times")
+    p = _OneLineParser(prog="emergence bench train")
+    p.add_argument("--widths", type=_widths, default="8,16,32,64", help="comma-separated, each >= 1")
+    p.add_argument("--depth", type=_int_at_least(1), default=2)
+    p.add_argument("--steps", type=_int_at_least(1), default=200)
+    p.add_argument("--warmup", type=_int_at_least(0), default=20)
+    p.add_argument("--digits", type=_int_at_least(1, 17), default=3)
+    p.add_argument("--batch", type=_int_at_least(1), default=128)
+    p.add_argument("--threads", type=_int_at_least(1), default=1)
+    p.add_argument(
+        "--repeats", type=_int_at_least(1), default=3, help="alternate the two loops this many times"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -107,7 +111,7 @@ def bench_train(argv: list[str]) -> int:
     for col in ("width", "n_params", "plain PyTorch", "Lightning", "Lightning / plain", "GFLOP/s (plain)"):
         table.add_column(col, justify="right")
     secs, flops = [], []
-    for width in (int(w) for w in args.widths.split(",")):
+    for width in args.widths:
         shape = (width, args.depth, args.steps, args.warmup, args.digits, args.batch)
         plain, light = [], []
         for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
@@ -134,6 +138,37 @@ def bench_train(argv: list[str]) -> int:
         f"estimate.flops_per_s={1 / slope:.3g}"
     )
     return 0
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad option is one line on stderr and exit 2, like a bad config value (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _int_at_least(lo: int, hi: int | None = None) -> Any:
+    """An argparse type: an integer in [lo, hi]; argparse turns a refusal into one error line and exit 2."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < lo or (hi is not None and value > hi):
+            bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _widths(text: str) -> list[int]:
+    widths = [w.strip() for w in text.split(",")]
+    if not all(w.isdigit() and int(w) >= 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"must be integers >= 1, comma-separated, got {text!r}")
+    return [int(w) for w in widths]
 
 
 def bench_cli(argv: list[str]) -> int:
