@@ -326,3 +326,31 @@ def test_bench_refuses_bad_options_in_one_line(capsys, args: list[str], line: st
         bench_cli(["train", *args])
     assert stop.value.code == 2
     assert capsys.readouterr().err == f"emergence bench train: {line}\n"
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        (
+            "model.foo=1",
+            "model.foo: not a key of model; its keys are width, depth, head_dim, mlp_ratio, "
+            "positions, dropout, bias, init, init_scale",
+        ),
+        (
+            "+model.foo=1",
+            "model.foo: not a key of model; its keys are width, depth, head_dim, mlp_ratio, "
+            "positions, dropout, bias, init, init_scale",
+        ),
+        (
+            "+seedz=3",
+            "seedz: not a key of the config; its keys are seed, sweep, run_id_ignore, estimate, paths, "
+            "model, task, optim, budget, trainer, logger, analysis",
+        ),
+        (
+            "estimate.x=1",
+            "estimate.x: not a key of estimate; its keys are startup_s, step_overhead_s, flops_per_s",
+        ),
+    ],
+)
+def test_an_unknown_key_is_refused_with_the_keys_there_are(override: str, line: str):
+    assert validate_overrides([override]) == line

@@ -458,6 +458,10 @@ _ABSENT = object()
 
 
 def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
+    names = [f.name for f in fields(schema)]
+    for key in node:
+        if key not in names and not (prefix == "" and key == "hydra"):  # `+key=...` adds what no schema knows
+            raise ConfigError(f"{prefix}{key}: {_unknown(prefix, names)}")
     for f in fields(schema):
         if (
             f.name not in node
@@ -475,6 +479,11 @@ def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
         check = f.metadata.get("check")
         if check is not None and not check.ok(value):
             raise ConfigError(f"{prefix}{f.name}={_show(value)}: {must_be(schema, f.name)}")
+
+
+def _unknown(prefix: str, names: list[str]) -> str:
+    where = prefix.rstrip(".") or "the config"
+    return f"not a key of {where}; its keys are {', '.join(n for n in names if n != '_target_')}"
 
 
 def _show(value: Any) -> str:
@@ -526,6 +535,9 @@ def explain(exc: BaseException) -> str:
             value = _override_value(chain, key)
             if is_dataclass(schema) and field_check(schema, name) is not None:  # type: ignore[arg-type]
                 return f"{key}={value}: {must_be(schema, name)}"  # type: ignore[arg-type]
+            if str(err).startswith("Key ") and is_dataclass(schema):  # Key 'x' not in 'Schema'
+                prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+                return f"{key}: {_unknown(prefix, [f.name for f in fields(schema)])}"  # type: ignore[arg-type]
             first = str(err).strip().splitlines()
             return f"{key}: {first[0] if first else type(err).__name__}"
     text = str(chain[-1] if len(chain) > 1 and not str(exc).strip() else exc).strip().splitlines()
