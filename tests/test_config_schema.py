@@ -47,6 +47,12 @@ def test_every_field_of_every_schema_has_a_range_or_a_choice_set():
             assert cs.must_be(schema, f.name).startswith("must be ")
 
 
+def test_help_lists_only_the_options_not_the_schemas():
+    proc = run_cli("train", "--help")
+    assert "task: addition, composition, modular, parity, recall\n" in proc.stdout
+    assert "schema" not in proc.stdout.split("== Config ==")[0]
+
+
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in cs.CHECKED_GROUPS for o in options(g)])
 def test_every_option_is_typed_by_a_schema_that_adds_no_key(group: str, option: str):
     cfg = compose_with(f"{group}={option}")
@@ -100,6 +106,10 @@ REFUSED = [
     ("task.digits=40", "task.digits=40: must be an integer in [1, 17]"),
     ("model.positions=alibi", "model.positions=alibi: must be one of rotary, learned"),
     ("optim.lr=abc", "optim.lr=abc: must be > 0 and finite"),
+    (
+        "task=nosuchtask",
+        "task=nosuchtask: no such option; choose from addition, composition, modular, parity, recall",
+    ),
     ("trainer.grad_clip=-1", "trainer.grad_clip=-1: must be >= 0 and finite (or null)"),
     ("sweep=../../x", "sweep=../../x: must be letters, digits and _.- only, not starting with a dot"),
     ("sweep=.hidden", "sweep=.hidden: must be letters, digits and _.- only, not starting with a dot"),

@@ -385,8 +385,8 @@ def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    for name, (group, schema) in SCHEMAS.items():
-        store.store(name=name, node=schema, group=group)
+    for name, (_, schema) in SCHEMAS.items():
+        store.store(name=name, node=schema)
 
 
 def all_schemas() -> list[type]:
@@ -527,6 +527,12 @@ def explain(exc: BaseException) -> str:
     for err in chain:
         if isinstance(err, ConfigError):
             return str(err)
+    missing = re.search(
+        r"Could not find '([^']+)/([^'/]+)'\n\nAvailable options in '[^']+':\n((?:\t.*\n?)*)", str(exc)
+    )
+    if missing:  # `task=nosuchtask`: name the choices instead of Hydra's search path
+        group, option, choices = missing.group(1), missing.group(2), missing.group(3).split()
+        return f"{group}={option}: no such option; choose from {', '.join(choices)}"
     for err in chain:
         if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
             key = str(err.full_key)
