@@ -225,11 +225,33 @@ def test_memory_budget_of_each_launcher():
         "_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
         "mem_gb": 32,
     }
-    assert cs.plan_memory_budget(slurm, 32) == (32 * 2**30, "hydra.launcher.mem_gb=32")
+    assert cs.plan_memory_budget(slurm, 32) == cs.MemoryBudget(32 * 2**30, "hydra.launcher.mem_gb=32", False)
     assert cs.plan_memory_budget({**slurm, "mem_gb": None}, 1) is None
     joblib = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4}
-    limit, source = cs.plan_memory_budget(joblib, 4)  # type: ignore[misc]
-    assert limit == cs.machine_memory() // 4 and source.endswith("/ 4 jobs at once")
+    budget = cs.plan_memory_budget(joblib, 4)
+    assert budget is not None and budget.local
+    assert budget.limit == cs.machine_memory() // 4 and budget.source.endswith("/ 4 jobs at once")
+
+
+def test_a_gpu_run_is_planned_against_the_smallest_visible_gpu(monkeypatch):
+    from emergence_lab.model import TransformerConfig
+
+    est = cs.estimate_memory(TransformerConfig(width=512, depth=4), 128, 11, "bf16-mixed")
+    local = cs.MemoryBudget(10 * est.total, "RAM", local=True)
+    monkeypatch.setattr(
+        cs, "visible_gpus", lambda: [("Big GPU", 2 * est.total), ("Small GPU", est.total - 1)]
+    )
+    with pytest.raises(
+        cs.ConfigError, match=r"^model.width=512 trainer=gpu: needs ~.* of GPU memory .* of a Small GPU$"
+    ):
+        cs.check_plan_memory(["model.width=512", "trainer=gpu"], est, "gpu", local)
+    cs.check_plan_memory(["model.width=512"], est, "cpu", local)  # a CPU run needs no GPU
+    cs.check_plan_memory(["model.width=512"], est, "gpu", cs.MemoryBudget(est.total, "mem_gb", local=False))
+    # a GPU run keeps only weights and optimizer state (a checkpoint) in host memory
+    host = cs.MemoryBudget(est.host_state, "RAM", local=False)
+    cs.check_plan_memory(["model.width=512"], est, "gpu", host)
+    with pytest.raises(cs.ConfigError, match=r"a job has \(RAM\)$"):
+        cs.check_plan_memory(["model.width=512"], est, "cpu", host)
 
 
 def test_a_run_that_cannot_fit_is_refused_at_planning_with_the_estimate():

@@ -661,39 +661,67 @@ def available_memory() -> int:
     return machine_memory()
 
 
-def plan_memory_budget(launcher: Any, jobs_at_once: int) -> tuple[int, str] | None:
-    """Host memory one job may use, and where that number comes from: a SLURM job's `mem_gb`, else this
-    machine's RAM shared by the jobs that run at once. None when the launcher declares nothing to check."""
+@dataclass(frozen=True)
+class MemoryBudget:
+    """Host memory one job of a launch may use, where that number comes from, and whether the jobs run on
+    this machine (then their GPUs are this machine's visible ones)."""
+
+    limit: int
+    source: str
+    local: bool
+
+
+def plan_memory_budget(launcher: Any, jobs_at_once: int) -> MemoryBudget | None:
+    """A SLURM job's `mem_gb`, else this machine's RAM shared by the jobs that run at once. None when a
+    SLURM launcher declares no `mem_gb`."""
     target = str(launcher.get("_target_", "")) if launcher else ""
     if target.endswith("SlurmLauncher"):
         mem_gb = launcher.get("mem_gb")
         if not mem_gb:
             return None
-        return int(float(mem_gb) * 2**30), f"hydra.launcher.mem_gb={mem_gb}"
+        return MemoryBudget(int(float(mem_gb) * 2**30), f"hydra.launcher.mem_gb={mem_gb}", local=False)
     total = machine_memory()
     jobs = max(1, jobs_at_once)
-    return (
-        total // jobs,
-        f"this machine's {human_bytes(total)} of RAM / {jobs} job{'s' if jobs > 1 else ''} at once",
-    )
+    source = f"this machine's {human_bytes(total)} of RAM / {jobs} job{'s' if jobs > 1 else ''} at once"
+    return MemoryBudget(total // jobs, source, local=True)
+
+
+def visible_gpus() -> list[tuple[str, int]]:
+    """(name, total bytes) of each GPU this process sees; empty without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    props = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+    return [(p.name, int(p.total_memory)) for p in props]
 
 
 def check_plan_memory(
-    overrides: list[str], estimate: MemoryEstimate, accelerator: str, budget: tuple[int, str] | None
+    overrides: list[str], estimate: MemoryEstimate, accelerator: str, budget: MemoryBudget | None
 ) -> None:
-    """Refuse a planned run whose host memory cannot fit in what its launcher gives one job; the message
-    names the run by its overrides (without the ones that only say where and how it is launched)."""
+    """Refuse a planned run that cannot fit: its host memory against what its launcher gives one job and,
+    for a GPU run on this machine, the whole estimate against the smallest visible GPU (a SLURM node's GPUs
+    are not known here; the run checks its GPU when it starts). The message names the run by its overrides,
+    without the ones that only say where and how it is launched."""
     if budget is None:
         return
     where = ("hydra", "paths.", "experiment=", "sweep=", "logger", "-")
     label = " ".join(o for o in overrides if not o.lstrip("+~").startswith(where)) or "the default run"
-    on_host = estimate.total if accelerator == "cpu" else estimate.host_state
-    limit, source = budget
-    if on_host > limit:
+    gpu_run = accelerator in ("gpu", "cuda")
+    on_host = estimate.host_state if gpu_run else estimate.total
+    if on_host > budget.limit:
         raise ConfigError(
             f"{label}: needs ~{human_bytes(on_host)} of memory ({estimate.breakdown()}), "
-            f"more than the {human_bytes(limit)} a job has ({source})"
+            f"more than the {human_bytes(budget.limit)} a job has ({budget.source})"
         )
+    gpus = visible_gpus() if gpu_run and budget.local else []
+    if gpus:
+        name, total = min(gpus, key=lambda g: g[1])
+        if estimate.total > total:
+            raise ConfigError(
+                f"{label}: needs ~{human_bytes(estimate.total)} of GPU memory ({estimate.breakdown()}), "
+                f"more than the {human_bytes(total)} of a {name}"
+            )
 
 
 def check_device_memory(label: str, estimate: MemoryEstimate, accelerator: str, devices: Any) -> None:

@@ -27,7 +27,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from emergence_lab.config_schema import check_grid, human_bytes, plan_memory_budget  # [config_schema]
+from emergence_lab.config_schema import (  # [config_schema]
+    MemoryBudget,
+    check_grid,
+    human_bytes,
+    plan_memory_budget,
+)
 from emergence_lab.results import atomic_write_text, read_run_info
 from emergence_lab.run_id import register_resolvers, run_id
 
@@ -83,9 +88,9 @@ def expand(master: DictConfig, task_overrides: list[str]) -> list[list[str]]:
     return [list(job) for job in batches[0]] if batches else [[]]
 
 
-def describe(cfg: DictConfig, overrides: list[str], mem_budget: tuple[int, str] | None = None) -> PlannedRun:
+def describe(cfg: DictConfig, overrides: list[str], mem_budget: MemoryBudget | None = None) -> PlannedRun:
     """Size, budget and cost of one run, from its composed config; raises ValueError on a bad config, or on
-    a run that needs more memory than `mem_budget` (bytes a job may use, and where that number comes from)."""
+    a run that needs more memory than `mem_budget` (what one job of its launch may use)."""
     from emergence_lab.config_schema import check_config, check_plan_memory, run_memory  # [config_schema]
     from emergence_lab.spec import build_spec
 
