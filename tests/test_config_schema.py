@@ -386,3 +386,10 @@ def test_bench_refuses_bad_options_in_one_line(capsys, args: list[str], line: st
 )
 def test_an_unknown_key_is_refused_with_the_keys_there_are(override: str, line: str):
     assert validate_overrides([override]) == line
+
+
+def test_a_group_option_without_a_schema_is_refused():
+    cfg = compose_with()
+    cfg.model = OmegaConf.create({"_target_": "emergence_lab.model.TransformerConfig", "width": 8})
+    with pytest.raises(cs.ConfigError, match=r"^model: this option has no schema; name one in its defaults"):
+        cs.check_config(cfg)

@@ -1,15 +1,16 @@
 """Config schemas: the type, the range or the choice set of every key, checked before anything starts.
 
-Hydra structured configs do the typing: each conf/<group>/*.yaml lists its schema (`schema_<name>`, stored
-in Hydra's ConfigStore by `register_schemas`) first in its defaults list, so `model.width=abc` or `16.5` is
-refused by Hydra itself while composing. `check_config` adds what types cannot say: every field's range or
-choice set (the `check` of its metadata; a test fails when a field has none) and the relations between
-fields. Every refusal is one line that names the key and what it must be, e.g.
-`optim.lr=-0.01: must be > 0 and finite`.
+Hydra structured configs do the typing: `register_schemas` stores one dataclass per config file in Hydra's
+ConfigStore (at its root, so `--help` lists only real options), and each conf/<group>/<option>.yaml names
+its schema first in its defaults list (`- /schema_<name>@_here_`), so `model.width=abc` or `16.5` is refused
+by Hydra itself while composing. `check_config` adds what types cannot say: every field's range or choice set
+(the `check` in its metadata; a test fails when a field has none), keys that no schema knows (`+model.foo=1`)
+and the relations between fields. Every refusal is one line that names the key and what it must be, e.g.
+`optim.lr=-0.01: must be > 0 and finite` (`explain` turns Hydra's own errors into such lines).
 
-The schemas declare exactly the keys of their YAML files and no default of their own, so composing with them
-adds no key to the resolved config and changes no run id; the one exception is the top-level `analysis`,
-null unless a study sets it, which run ids ignore.
+Run ids do not move: the schemas declare exactly the keys of their YAML files and no default of their own,
+so composing with them adds no key to the resolved config (the one exception is the top-level `analysis`,
+null unless a study sets it, which run ids ignore), and real-valued keys stay untyped (see `Real`).
 
 `estimate_memory` prices a run in bytes (weights, gradients, AdamW state, activations) from its shape alone;
 the planner refuses a run that cannot fit in what its launcher declares (`check_plan_memory`) and a starting
@@ -326,7 +327,7 @@ class PathsSchema:
 
 
 def _group(text: str) -> Any:
-    """A config group's node: its own schema (one per option, see GROUP_SCHEMAS) checks its fields."""
+    """A config group's node: the schema its option names (see SCHEMAS) checks its fields."""
     return field(default=MISSING, metadata={"check": Rule(text, lambda v: isinstance(v, (dict, DictConfig)))})
 
 
@@ -441,7 +442,9 @@ def check_config(cfg: DictConfig) -> None:
     relation between values."""
     for group in CHECKED_GROUPS:
         if OmegaConf.get_type(cfg[group]) not in {s for _, s in SCHEMAS.values()}:
-            raise ConfigError(f"{group}: this option has no schema; list a {group} schema in its defaults")
+            raise ConfigError(
+                f"{group}: this option has no schema; name one in its defaults (`- /schema_<name>@_here_`)"
+            )
     _check_node(cfg, ConfigSchema, "")  # groups are checked by their own schemas, nested
     budget = cfg.budget
     if "min_steps" in budget and budget.min_steps > budget.max_steps:
@@ -449,7 +452,7 @@ def check_config(cfg: DictConfig) -> None:
             f"budget.min_steps={budget.min_steps}: must be <= budget.max_steps ({budget.max_steps})"
         )
     for dotted in cfg.run_id_ignore:
-        if OmegaConf.select(cfg, str(dotted), default=_ABSENT) is _ABSENT:
+        if OmegaConf.select(cfg, str(dotted), default=_ABSENT, throw_on_resolution_failure=False) is _ABSENT:
             raise ConfigError(f"run_id_ignore: {dotted!r} is not a key of this config")
     check_sweep_dir(cfg)
 
@@ -463,9 +466,7 @@ def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
         if key not in names and not (prefix == "" and key == "hydra"):  # `+key=...` adds what no schema knows
             raise ConfigError(f"{prefix}{key}: {_unknown(prefix, names)}")
     for f in fields(schema):
-        if (
-            f.name not in node
-        ):  # only the top-level `analysis` may be absent (a MISSING value reads as absent)
+        if f.name not in node:  # a MISSING value reads as absent; every YAML file sets all of its keys
             continue
         try:
             value = OmegaConf.select(node, f.name, throw_on_missing=False)
