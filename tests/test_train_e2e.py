@@ -138,7 +138,7 @@ def test_bad_config_is_one_line_error_before_any_job(tmp_path):
     proc = run_cli("train", *TINY, bad, f"hydra.run.dir={tmp_path / 'bad'}", check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
-    assert "positions must be 'rotary' or 'learned', got 'sinusoidal'" in proc.stderr
+    assert proc.stderr == "emergence train: model.positions=sinusoidal: must be one of rotary, learned\n"
     assert not (tmp_path / "bad").exists()
     proc = run_cli("train", "task=nosuchtask", check=False)
     assert proc.returncode == 2 and "nosuchtask" in proc.stderr

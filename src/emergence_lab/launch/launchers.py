@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emergence_lab.run.memory import MemoryBudget, human_bytes, machine_memory
 from emergence_lab.run.signals import stop_signals
 
 # Set before any job starts, inherited by joblib and submitit worker processes: the process that runs Hydra
@@ -33,6 +34,7 @@ class Launcher:
     n_jobs: int = 1
     cpus_per_task: int | None = None
     array_parallelism: int | None = None
+    mem_gb: float | None = None  # what a SLURM job asks for
 
     @classmethod
     def of(cls, launcher: Mapping[str, Any] | None) -> Launcher:
@@ -50,12 +52,28 @@ class Launcher:
             kind = "other"
         cpus = launcher.get("cpus_per_task")
         parallel = launcher.get("array_parallelism")
+        mem_gb = launcher.get("mem_gb")
         return cls(
             kind=kind,
             n_jobs=int(launcher.get("n_jobs") or 1),
             cpus_per_task=int(cpus) if cpus else None,
             array_parallelism=int(parallel) if parallel else None,
+            mem_gb=float(mem_gb) if mem_gb else None,
         )
+
+    def memory_budget(self, jobs_at_once: int) -> MemoryBudget | None:
+        """Host memory one job may use: a SLURM job's `mem_gb` (None when it declares none), else this
+        machine's RAM shared by the jobs that run at once."""
+        if self.kind == "slurm":
+            if not self.mem_gb:
+                return None
+            return MemoryBudget(
+                int(self.mem_gb * 2**30), f"hydra.launcher.mem_gb={self.mem_gb:g}", local=False
+            )
+        total = machine_memory()
+        jobs = max(1, jobs_at_once)
+        source = f"this machine's {human_bytes(total)} of RAM / {jobs} job{'s' if jobs > 1 else ''} at once"
+        return MemoryBudget(total // jobs, source, local=True)
 
     def jobs_at_once(self, launch_size: int | None, cores: int) -> int:
         """How many jobs of a launch run side by side on this machine: joblib runs n_jobs (negative: cores +

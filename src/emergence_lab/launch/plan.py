@@ -19,7 +19,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab.launch.configs import CONF_DIR, register_user_studies
+from emergence_lab.launch.launchers import Launcher
+from emergence_lab.launch.resources import cpu_cores
+from emergence_lab.run.config_schema import check_config, check_grid, explain
 from emergence_lab.run.folder import atomic_write_text
+from emergence_lab.run.memory import MemoryBudget, check_plan_memory, run_memory
 from emergence_lab.run.run_id import register_resolvers, run_id
 
 HYDRA_FLAGS_WITHOUT_RUN = {
@@ -50,6 +54,7 @@ class PlannedRun:
     tokens: int
     flops: float
     est_seconds: float
+    mem_bytes: int = 0  # estimated memory of the run on its device (run/memory.py)
 
 
 # ---- planning ---------------------------------------------------------------------------------------
@@ -72,10 +77,12 @@ def expand(master: DictConfig, task_overrides: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices.values())]
 
 
-def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
-    """Size, budget and cost of one run, from its composed config; raises ValueError on a bad config."""
+def describe(cfg: DictConfig, overrides: list[str], mem_budget: MemoryBudget | None = None) -> PlannedRun:
+    """Size, budget and cost of one run, from its composed config; raises ValueError on a bad config, or on
+    a run that needs more memory than `mem_budget` (what one job of its launch may use)."""
     from emergence_lab.run.spec import build_spec
 
+    check_config(cfg)  # ranges, relations and names: one line naming the key
     try:
         spec = build_spec(cfg)
     except Exception as exc:  # instantiate wraps constructor errors; surface the root cause in one line
@@ -97,6 +104,8 @@ def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
         + (flops + eval_flops) / float(e.flops_per_s)
         + float(e.startup_s)
     )
+    mem = run_memory(spec, t)
+    check_plan_memory(overrides, mem, str(t.accelerator), mem_budget)
     return PlannedRun(
         run_id=run_id(cfg),
         overrides=overrides,
@@ -110,14 +119,19 @@ def describe(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
         tokens=steps * tokens_per_step,
         flops=flops,
         est_seconds=round(est, 1),
+        mem_bytes=mem.total,
     )
 
 
 def plan(config_loader: Any, master: DictConfig, task_overrides: list[str]) -> list[PlannedRun]:
     runs = []
-    for job in expand(master, task_overrides):
+    jobs = expand(master, task_overrides)
+    check_grid(master.hydra.sweeper.get("params"), task_overrides, jobs)
+    launcher = Launcher.of(master.hydra.launcher)
+    budget = launcher.memory_budget(launcher.jobs_at_once(len(jobs), cpu_cores()))
+    for job in jobs:
         cfg = config_loader.load_sweep_config(master, job)
-        runs.append(describe(cfg, job))
+        runs.append(describe(cfg, job, budget))
     _check_distinct(runs)
     return runs
 
@@ -149,7 +163,8 @@ def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
         master = compose("config", overrides=fixed, return_hydra_config=True)
         _check_analysis_block(master)
         if not multirun:
-            return master, [describe(master, overrides)]
+            budget = Launcher.of(master.hydra.launcher).memory_budget(1)
+            return master, [describe(master, overrides, budget)]
         return master, plan(GlobalHydra.instance().config_loader(), master, overrides)
 
 
@@ -183,8 +198,8 @@ def validate_overrides(argv: list[str]) -> str | None:
 
 
 def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """`<key>=<value>: must be ...` for a mistyped value (Hydra's error, rewritten), else the first line."""
+    return explain(exc)
 
 
 def save_plan(sweep_dir: Path, task_overrides: list[str], runs: list[PlannedRun]) -> None:

@@ -6,6 +6,7 @@ import sys
 
 from emergence_lab.launch.configs import studies
 from emergence_lab.launch.plan import HYDRA_FLAGS_WITHOUT_RUN, PlannedRun, one_line, plan_from_cli
+from emergence_lab.run.memory import human_bytes
 
 
 def sweep_cli(argv: list[str]) -> int:
@@ -56,6 +57,7 @@ def print_plan(runs: list[PlannedRun], title: str) -> None:
         ("tokens", "tokens", f"{sum(r.tokens for r in runs):.3g}"),
         ("FLOPs", "flops", f"{sum(r.flops for r in runs):.3g}"),
         ("est. time", "est_seconds", _duration(total_time)),
+        ("memory", "mem_bytes", "max " + human_bytes(max((r.mem_bytes for r in runs), default=0))),
     ]
     for header, _, footer in columns:
         table.add_column(header, footer=footer, justify="left" if header == "run" else "right")
@@ -70,6 +72,7 @@ def print_plan(runs: list[PlannedRun], title: str) -> None:
             f"{r.tokens:.3g}",
             f"{r.flops:.3g}",
             _duration(r.est_seconds),
+            human_bytes(r.mem_bytes),
         )
     Console(width=160).print(table)
     n_params, tokens, flops = (sum(getattr(r, k) for r in runs) for k in ("n_params", "tokens", "flops"))

@@ -15,6 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from emergence_lab.run.config_schema import register_schemas
+
 ALWAYS_IGNORED = ("hydra", "paths", "logger", "sweep", "estimate", "analysis", "run_id_ignore")
 
 
@@ -61,6 +63,7 @@ def _gpu_count() -> int:
 def register_resolvers() -> None:
     """Make `${run_id:}` (Hydra's run and sweep folder names use it) and `${gpu_count:}` (the visible GPUs,
     at least 1; `hydra/launcher=joblib_gpu` runs that many jobs at once) available to configs."""
+    register_schemas()  # conf/ files name these schemas in their defaults lists
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", _resolver, use_cache=False)
     if not OmegaConf.has_resolver("gpu_count"):

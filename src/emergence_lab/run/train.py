@@ -91,10 +91,12 @@ def _train_locked(
         import torch
 
         from emergence_lab.run.loggers import build_loggers
+        from emergence_lab.run.memory import check_device_memory, run_memory
         from emergence_lab.run.spec import build_spec
 
         spec = build_spec(cfg)
         t = cfg.trainer
+        check_device_memory(rid, run_memory(spec, t), str(t.accelerator), devices)
         torch.set_num_threads(int(threads))
         pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
         module, recorder, static = _build(cfg, spec, folder, rid)
