@@ -105,6 +105,27 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded safely: unreadable, torn, or holding objects other than tensors
+    and plain containers (a pickle that could run code is refused, never executed)."""
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`: tensors, numbers, strings and containers only."""
+    import pickle
+
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load checkpoint {path} ({first[:300]}); delete it to restart") from exc
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("global_step"), int):
+        raise CheckpointError(f"checkpoint {path} has no global_step; delete it to restart")
+    return ckpt
+
+
 class RunFolder:
     """One run's folder and its life cycle: lock it, `start` (run.json says "running" before anything can
     fail), find the step to resume from and drop rows measured after it, then `finish` with a status.
@@ -200,10 +221,7 @@ class RunFolder:
         """The step of the checkpoint this attempt resumes from, or None when there is none."""
         if not self.checkpoint_path.exists():
             return None
-        import torch
-
-        ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        return int(ckpt["global_step"])
+        return int(load_checkpoint(self.checkpoint_path)["global_step"])
 
     def truncate_after(self, step: int) -> int:
         """Drop rows measured after `step` (-1: every row), so a resumed run re-measures them without

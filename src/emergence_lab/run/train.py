@@ -118,7 +118,8 @@ def _train_locked(
 
         loggers = build_loggers(cfg, folder.path, rid, spec.task.name, static, resolved)
         trainer = _trainer(t, spec.max_steps, devices, recorder, loggers, folder.path)
-        trainer.fit(module, ckpt_path=str(resume) if resume else None)
+        # weights_only: the checkpoint was checked by load_checkpoint; Lightning loads it the same safe way
+        trainer.fit(module, ckpt_path=str(resume) if resume else None, weights_only=True)
         sig = recorder.stop_signal
         if sig is not None and trainer.global_step < spec.max_steps:
             outcome = Outcome("interrupted", sig, recorder.preempt_handler)

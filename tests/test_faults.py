@@ -1,0 +1,74 @@
+"""Faults injected into runs: nothing lost, nothing faked, nothing executed. Each test failed on the code
+before its fix. CI runs as root, so errors are injected (patched writers, /dev/full), never made by chmod."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from test_run import read_info, tiny_cfg
+
+from emergence_lab.run.recorder import RunRecorder
+from emergence_lab.run.train import train
+
+pytestmark = pytest.mark.faults
+
+
+class _Touch:
+    """A pickle that creates a file when it is loaded with weights_only=False."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_is_refused_and_never_executed(tmp_path: Path) -> None:
+    run_dir, marker = tmp_path / "run", tmp_path / "pwned"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    torch.save({"global_step": 10, "payload": _Touch(marker)}, run_dir / "checkpoints" / "last.ckpt")
+    outcome = train(tiny_cfg(), run_dir, threads=1, devices=1)
+    assert not marker.exists()
+    assert outcome.status == "failed"
+    info = read_info(run_dir)
+    assert info["status"] == "failed" and "\n" not in info["reason"]
+    assert f"cannot load checkpoint {run_dir / 'checkpoints' / 'last.ckpt'}" in info["reason"]
+    assert not (run_dir / "results.jsonl").exists()
+
+
+def _stop_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Make the next run stop at `step` as SIGUSR1 would: checkpoint, status "interrupted"."""
+    original = RunRecorder.on_train_batch_end
+
+    def hook(self, trainer, *args):  # type: ignore[no-untyped-def]
+        if trainer.global_step == step:
+            self.stop_signal = signal.SIGUSR1
+        original(self, trainer, *args)
+
+    monkeypatch.setattr(RunRecorder, "on_train_batch_end", hook)
+
+
+def test_resume_loads_weights_only_and_gives_the_numbers_of_an_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert train(tiny_cfg(), whole, threads=1, devices=1).status == "completed"
+    with monkeypatch.context() as m:
+        _stop_at(m, 10)
+        assert train(tiny_cfg(), part, threads=1, devices=1).status == "interrupted"
+    assert read_info(part)["step"] == 10
+    calls: list[object] = []
+    original = torch.load
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs.get("weights_only"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    assert train(tiny_cfg(), part, threads=1, devices=1).status == "completed"
+    assert len(calls) >= 2 and all(c is True for c in calls)  # ours and Lightning's
+    assert read_info(part)["resumed_from_steps"] == [10]
+    assert (part / "results.jsonl").read_text() == (whole / "results.jsonl").read_text()
