@@ -3,13 +3,16 @@ before its fix. CI runs as root, so errors are injected (patched writers, /dev/f
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 from test_run import read_info, tiny_cfg
 
+from emergence_lab.cli import main as emergence_main
 from emergence_lab.run.recorder import RunRecorder
 from emergence_lab.run.train import train
 
@@ -72,3 +75,34 @@ def test_resume_loads_weights_only_and_gives_the_numbers_of_an_uninterrupted_run
     assert len(calls) >= 2 and all(c is True for c in calls)  # ours and Lightning's
     assert read_info(part)["resumed_from_steps"] == [10]
     assert (part / "results.jsonl").read_text() == (whole / "results.jsonl").read_text()
+
+
+# ---- a reused run folder with another config ------------------------------------------------------------
+@pytest.mark.parametrize("status", ["completed", "interrupted"])
+def test_a_folder_of_another_run_is_refused_untouched(tmp_path: Path, status: str, capsys) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as m:
+        if status == "interrupted":
+            _stop_at(m, 10)
+        assert train(tiny_cfg(), run_dir, threads=1, devices=1).status == status
+    before = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    old_id = read_info(run_dir)["run_id"]
+    capsys.readouterr()
+    outcome = train(tiny_cfg("model.width=32"), run_dir, threads=1, devices=1)
+    assert outcome.status == "refused"
+    new_id = read_info(run_dir)["run_id"]
+    assert new_id == old_id
+    err = capsys.readouterr().err
+    assert f"holds run {old_id}, not addition-w32-" in err and len(err.strip().splitlines()) == 1
+    after = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before  # no row of another run id, no new attempt, the checkpoint untouched
+
+
+def test_the_train_command_exits_2_on_a_folder_of_another_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(
+        json.dumps({"run_id": "addition-w16-d1-s0-00000000", "status": "completed"})
+    )
+    assert emergence_main(["train", *TINY, "model.width=32", f"hydra.run.dir={run_dir}"]) == 2
+    assert not (run_dir / "results.jsonl").exists()

@@ -42,6 +42,13 @@ class RunStopped(SystemExit):
         self.signum = signum
 
 
+class FolderRefused(SystemExit):
+    """The run folder holds another run (its run.json names another run id): exit 2, nothing touched."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+
 def run_job(cfg: DictConfig) -> str:
     """One Hydra job, in whichever process its launcher runs it: train `cfg` into Hydra's output folder;
     returns the run's final status."""
@@ -56,6 +63,8 @@ def run_job(cfg: DictConfig) -> str:
     except (SystemExit, KeyboardInterrupt):  # stopped before the run's signal handler was in place
         _leave_if_worker(launcher, 1)
         raise
+    if outcome.status == "refused" and hc.mode != RunMode.MULTIRUN:
+        raise FolderRefused()  # a sweep goes on; its planned run stays pending, so it exits 1
     if outcome.signum is not None:
         if outcome.preempt_handler is not None:
             # submitit's own preemption handling: dump the job for a requeue, requeue it, exit the process
@@ -103,7 +112,9 @@ def run_cli(argv: list[str]) -> int:
     os.environ[LAUNCHING_PID_ENV] = str(os.getpid())
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if not multirun:
-        _, signum = _hydra(argv)
+        error, signum = _hydra(argv)
+        if error == 2:
+            return 2
         # a run another live process holds is that process's to finish: not a failure of this command
         status = RunFolder(Path(str(master.hydra.run.dir))).status()
         return exit_code([status], signum, done=("completed", "running"))

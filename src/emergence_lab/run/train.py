@@ -14,6 +14,7 @@ import copy
 import logging
 import os
 import signal
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,8 @@ class Outcome:
 
 def train(cfg: DictConfig, run_dir: Path, *, threads: int, devices: Devices) -> Outcome:
     """Train the run described by `cfg` into `run_dir` with `threads` CPU threads on `devices` (Lightning's
-    `devices`: a count, "auto" or a list of indices)."""
+    `devices`: a count, "auto" or a list of indices). A folder whose run.json names another run is refused
+    (status "refused"), untouched."""
     quiet_lightning_logs()  # again here: joblib and submitit run jobs in fresh processes
     folder = RunFolder(run_dir)
     cfg = _in_folder(cfg, folder.path)
@@ -60,10 +62,20 @@ def train(cfg: DictConfig, run_dir: Path, *, threads: int, devices: Devices) -> 
             print(f"[skip] {folder.name}: another live process holds this run", flush=True)
             return Outcome("running")
         previous = folder.read_info()
+        rid = run_id(cfg)
+        if previous and previous.get("run_id") not in (None, rid):
+            # another config's folder: skipping it as done, or resuming its checkpoint, would fake this run
+            print(
+                f"[refused] {folder.path} holds run {previous['run_id']}, not {rid}: "
+                "point this config at its own folder",
+                file=sys.stderr,
+                flush=True,
+            )
+            return Outcome("refused")
         if previous and previous.get("status") == "completed":
             print(f"[skip] {folder.name}: already completed ({folder.path})", flush=True)
             return Outcome("completed")
-        return _train_locked(cfg, folder, previous or {}, threads, devices)
+        return _train_locked(cfg, rid, folder, previous or {}, threads, devices)
 
 
 def _in_folder(cfg: DictConfig, run_dir: Path) -> DictConfig:
@@ -77,9 +89,8 @@ def _in_folder(cfg: DictConfig, run_dir: Path) -> DictConfig:
 
 
 def _train_locked(
-    cfg: DictConfig, folder: RunFolder, previous: dict[str, Any], threads: int, devices: Devices
+    cfg: DictConfig, rid: str, folder: RunFolder, previous: dict[str, Any], threads: int, devices: Devices
 ) -> Outcome:
-    rid = run_id(cfg)
     folder.start(
         rid, str(cfg.sweep), previous
     )  # "running" before anything that can fail: a failure has a record
