@@ -4,7 +4,9 @@ before its fix. CI runs as root, so errors are injected (patched writers, /dev/f
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from conftest import TINY
 from test_run import read_info, tiny_cfg
 
 from emergence_lab.cli import main as emergence_main
+from emergence_lab.launch.runs import write_manifest
+from emergence_lab.run.folder import RunFolder, atomic_write_text
 from emergence_lab.run.recorder import RunRecorder
 from emergence_lab.run.train import train
 
@@ -106,3 +110,35 @@ def test_the_train_command_exits_2_on_a_folder_of_another_run(tmp_path: Path) ->
     )
     assert emergence_main(["train", *TINY, "model.width=32", f"hydra.run.dir={run_dir}"]) == 2
     assert not (run_dir / "results.jsonl").exists()
+
+
+# ---- permissions ------------------------------------------------------------------------------------------
+@pytest.fixture
+def umask_022():  # type: ignore[no-untyped-def]
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_files_written_atomically_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o600
+
+
+def test_run_files_are_readable_by_others_after_a_resume(tmp_path: Path, umask_022, monkeypatch) -> None:
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _stop_at(m, 10)
+        assert train(tiny_cfg(), run_dir, threads=1, devices=1).status == "interrupted"
+    RunFolder(run_dir).results.append([{"step": 20, "value": 0.0}])  # a row the resume drops: rewritten
+    assert train(tiny_cfg(), run_dir, threads=1, devices=1).status == "completed"
+    write_manifest(tmp_path, "s", [])
+    for name in ("run/run.json", "run/config.yaml", "run/results.jsonl", "manifest.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
