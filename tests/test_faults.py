@@ -15,7 +15,8 @@ from conftest import TINY
 from test_run import read_info, tiny_cfg
 
 from emergence_lab.cli import main as emergence_main
-from emergence_lab.launch.runs import write_manifest
+from emergence_lab.launch.runs import exit_code, run_states, write_manifest
+from emergence_lab.launch.status import status_cli
 from emergence_lab.run.folder import RunFolder, atomic_write_text
 from emergence_lab.run.recorder import RunRecorder
 from emergence_lab.run.train import train
@@ -142,3 +143,24 @@ def test_run_files_are_readable_by_others_after_a_resume(tmp_path: Path, umask_0
     write_manifest(tmp_path, "s", [])
     for name in ("run/run.json", "run/config.yaml", "run/results.jsonl", "manifest.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+# ---- a corrupt run.json ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ['{"status": "comp', "[]", "\xff\xfe"])
+def test_a_corrupt_run_json_shows_as_unreadable_with_its_path(tmp_path: Path, text: str, capsys) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "run.json").write_bytes(text.encode("latin-1"))
+    write_manifest(tmp_path, "s", [])
+    assert status_cli([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "unreadable: 1" in out and "pending: 0" in out
+    (state,) = run_states(tmp_path)
+    assert state["status"] == "unreadable" and str(tmp_path / "a" / "run.json") in state["reason"]
+    assert exit_code([state["status"]], None) == 1
+
+
+def test_training_into_a_folder_with_a_corrupt_run_json_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "run.json").write_text("{")
+    assert train(tiny_cfg(), tmp_path, threads=1, devices=1).status == "refused"
+    assert f"unreadable {tmp_path / 'run.json'}" in capsys.readouterr().err
+    assert (tmp_path / "run.json").read_text() == "{"

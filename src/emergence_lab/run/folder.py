@@ -97,11 +97,29 @@ class ResultsWriter:
         return len(lines) - len(kept)
 
 
-def read_run_info(run_dir: Path) -> dict[str, Any] | None:
+class RunInfoError(ValueError):
+    """A run.json that exists but is not a JSON object: the run's state is unknown, not "pending"."""
+
+
+def load_run_info(run_dir: Path) -> dict[str, Any] | None:
+    """run.json, or None when there is none; RunInfoError (naming the path) when it cannot be read."""
     path = Path(run_dir) / RUN_FILE
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        info = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RunInfoError(f"unreadable {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(info, dict):
+        raise RunInfoError(f"unreadable {path}: a JSON {type(info).__name__}, not an object")
+    return info
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any] | None:
+    """run.json, or None when it is missing or unreadable."""
+    try:
+        return load_run_info(run_dir)
+    except RunInfoError:
         return None
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emergence_lab.contract import SCHEMA_VERSION
-from emergence_lab.run.folder import RunFolder
+from emergence_lab.run.folder import RunFolder, RunInfoError, load_run_info
 from emergence_lab.run.provenance import git_state, package_versions
 from emergence_lab.run.run_id import run_id
 
@@ -61,8 +61,12 @@ def train(cfg: DictConfig, run_dir: Path, *, threads: int, devices: Devices) -> 
         if not acquired:
             print(f"[skip] {folder.name}: another live process holds this run", flush=True)
             return Outcome("running")
-        previous = folder.read_info()
         rid = run_id(cfg)
+        try:
+            previous = load_run_info(folder.path)
+        except RunInfoError as exc:  # whose run this folder holds is unknown: training over it could fake one
+            print(f"[refused] {exc}; repair or delete it", file=sys.stderr, flush=True)
+            return Outcome("refused")
         if previous and previous.get("run_id") not in (None, rid):
             # another config's folder: skipping it as done, or resuming its checkpoint, would fake this run
             print(
