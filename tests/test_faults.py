@@ -164,3 +164,22 @@ def test_training_into_a_folder_with_a_corrupt_run_json_is_refused(tmp_path: Pat
     assert train(tiny_cfg(), tmp_path, threads=1, devices=1).status == "refused"
     assert f"unreadable {tmp_path / 'run.json'}" in capsys.readouterr().err
     assert (tmp_path / "run.json").read_text() == "{"
+
+
+# ---- the live step of a running run ---------------------------------------------------------------------
+def test_status_shows_the_step_of_a_running_run(tmp_path: Path, monkeypatch, capsys) -> None:
+    seen: list[tuple[int, dict]] = []
+    original = RunRecorder._evaluate
+
+    def spy(self, trainer, pl_module):  # type: ignore[no-untyped-def]
+        seen.append((trainer.global_step, read_info(self.folder.path)))
+        original(self, trainer, pl_module)
+
+    monkeypatch.setattr(RunRecorder, "_evaluate", spy)
+    run_dir = tmp_path / "sweep" / "a"
+    assert train(tiny_cfg(), run_dir, threads=1, devices=1).status == "completed"
+    at_20 = dict(seen)[20]  # run.json as the run saw it mid-way: step 10 checkpointed, still running
+    assert at_20["status"] == "running" and at_20["step"] == 10 and at_20["max_steps"] == 20
+    (run_dir / "run.json").write_text(json.dumps(at_20))
+    assert status_cli([str(tmp_path / "sweep")]) == 0
+    assert "10/20" in capsys.readouterr().out

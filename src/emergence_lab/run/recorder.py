@@ -79,6 +79,8 @@ class RunRecorder(pl.Callback):
             self._evaluate(trainer, pl_module)
         if checkpoint:
             self._checkpoint(trainer)
+            if trainer.global_rank == 0:  # `emergence status` shows a running run's step
+                self.folder.write_info(step=step)
         if self.stop_signal is not None:
             trainer.should_stop = True
 
