@@ -3,6 +3,7 @@ before its fix. CI runs as root, so errors are injected (patched writers, /dev/f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -183,3 +184,87 @@ def test_status_shows_the_step_of_a_running_run(tmp_path: Path, monkeypatch, cap
     (run_dir / "run.json").write_text(json.dumps(at_20))
     assert status_cli([str(tmp_path / "sweep")]) == 0
     assert "10/20" in capsys.readouterr().out
+
+
+# ---- a full disk, a read-only folder ----------------------------------------------------------------------
+def _no_traceback(capsys) -> str:  # type: ignore[no-untyped-def]
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    return out.out + out.err
+
+
+def test_a_full_disk_at_a_checkpoint_fails_the_run_in_one_line_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    def full(self, checkpoint, path, storage_options=None):  # type: ignore[no-untyped-def]
+        Path(path).parent.mkdir(exist_ok=True)
+        with open(path, "wb") as fh:  # half a checkpoint, then the disk is full
+            fh.write(b"\0" * 100)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full)
+    assert train(tiny_cfg(), tmp_path, threads=1, devices=1).status == "failed"
+    info = read_info(tmp_path)
+    assert info["status"] == "failed" and info["step"] == 10
+    assert (
+        info["reason"].startswith("OSError: [Errno 28] No space left on device")
+        and "\n" not in info["reason"]
+    )
+    assert [p.name for p in tmp_path.rglob("*.tmp")] == []
+    assert "No space left on device" in (tmp_path / "error.log").read_text()
+    out = _no_traceback(capsys)
+    assert [line for line in out.splitlines() if "No space left" in line] == [
+        f"[failed] {info['run_id']} -> {tmp_path} ({info['reason']})"
+    ]
+
+
+def test_a_folder_that_turns_read_only_mid_run_fails_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    """From the step-10 evaluation on, every write in the run folder fails with EROFS: results, error.log,
+    run.json. The run ends failed with one line; run.json keeps its last state (nothing can replace it)."""
+    import emergence_lab.run.folder as folder_module
+
+    read_only = False
+
+    def guard(original):  # type: ignore[no-untyped-def]
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            if read_only:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            return original(*args, **kwargs)
+
+        return call
+
+    class Os:
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(os, name)
+
+        open = staticmethod(guard(os.open))
+
+    monkeypatch.setattr(folder_module, "os", Os())
+    monkeypatch.setattr(folder_module.tempfile, "mkstemp", guard(folder_module.tempfile.mkstemp))
+    original = RunRecorder._evaluate
+
+    def evaluate(self, trainer, pl_module):  # type: ignore[no-untyped-def]
+        nonlocal read_only
+        read_only = read_only or trainer.global_step == 10
+        original(self, trainer, pl_module)
+
+    monkeypatch.setattr(RunRecorder, "_evaluate", evaluate)
+    assert train(tiny_cfg(), tmp_path, threads=1, devices=1).status == "failed"
+    info = read_info(tmp_path)
+    assert info["status"] == "running" and info["reason"] is None  # its state before the folder turned
+    assert not (tmp_path / "error.log").exists() and [p.name for p in tmp_path.rglob("*.tmp")] == []
+    out = _no_traceback(capsys)
+    (line,) = [line for line in out.splitlines() if "Read-only" in line]
+    assert line.startswith(
+        f"[failed] {info['run_id']} -> {tmp_path} (OSError: [Errno 30] Read-only file system"
+    )
+    assert "error.log not written" in line and "run.json not updated" in line
+
+
+def test_the_train_command_refuses_an_unwritable_run_folder_in_one_line(capfd) -> None:
+    run_dir = Path("/sys/emergence-lab-test")  # sysfs: mkdir fails even for root
+    assert emergence_main(["train", *TINY, f"hydra.run.dir={run_dir}"]) == 1
+    err = capfd.readouterr().err
+    assert err.strip() == f"emergence train: cannot write the run folder {run_dir}: Operation not permitted"

@@ -112,6 +112,10 @@ def run_cli(argv: list[str]) -> int:
     os.environ[LAUNCHING_PID_ENV] = str(os.getpid())
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if not multirun:
+        problem = _unwritable(Path(str(master.hydra.run.dir)))
+        if problem:
+            print(f"emergence train: {problem}", file=sys.stderr)
+            return 1
         error, signum = _hydra(argv)
         if error == 2:
             return 2
@@ -131,6 +135,20 @@ def run_cli(argv: list[str]) -> int:
         raise SystemExit(error)
     states = launched_states(sweep_dir, {r.run_id for r in runs})
     return exit_code([s["status"] for s in states], signum)
+
+
+def _unwritable(run_dir: Path) -> str | None:
+    """Why files cannot be created in `run_dir` (read-only file system, no permission), or None; checked
+    before Hydra writes its own files there and fails with a traceback."""
+    import tempfile
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        return f"cannot write the run folder {run_dir}: {exc.strerror or exc}"
+    return None
 
 
 def _hydra(argv: list[str]) -> tuple[int | str | None, int | None]:

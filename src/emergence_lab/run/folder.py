@@ -32,6 +32,12 @@ from emergence_lab.contract import (
 )
 
 
+def one_line(exc: BaseException) -> str:
+    """`Type: message`, on one line and at most 2000 characters."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}".strip().rstrip(":")[:2000]
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -259,12 +265,23 @@ class RunFolder:
 
     def fail(self, exc: BaseException) -> str:
         """The reason `exc` failed the run, in one line; the traceback of the exception being handled goes
-        to error.log."""
-        (self.path / ERROR_LOG).write_text(traceback.format_exc())
-        return f"{type(exc).__name__}: {exc}".strip()[:2000]
+        to error.log when the folder can still be written (a full disk or a read-only folder may be why the
+        run failed)."""
+        reason = one_line(exc)
+        try:
+            atomic_write_text(self.path / ERROR_LOG, traceback.format_exc())
+        except OSError as log_error:
+            reason += f" (error.log not written: {one_line(log_error)})"
+        return reason
 
-    def finish(self, status: str, reason: str | None, step: int | None = None) -> None:
+    def finish(self, status: str, reason: str | None, step: int | None = None) -> str | None:
+        """Record the attempt's end in run.json; returns why run.json could not be written, if it could not
+        (it then still says "running", which `status` reads as interrupted once the lock is released)."""
         if step is not None:
             self.info["step"] = step
         wall = round(float(self.info.get("wall_time_s", 0.0)) + time.time() - self._started, 3)
-        self.write_info(status=status, reason=reason, ended_at=now(), wall_time_s=wall)
+        try:
+            self.write_info(status=status, reason=reason, ended_at=now(), wall_time_s=wall)
+        except OSError as exc:
+            return f"run.json not updated: {one_line(exc)}"
+        return None

@@ -150,7 +150,12 @@ class RunRecorder(pl.Callback):
     def _checkpoint(self, trainer: pl.Trainer) -> None:
         """Save to a temporary file and rename, so a kill mid-save never leaves a torn checkpoint."""
         tmp = self.ckpt_dir / f".{CHECKPOINT_FILE}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)
-        if trainer.global_rank == 0:
-            os.replace(tmp, self.ckpt_path)
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)
+            if trainer.global_rank == 0:
+                os.replace(tmp, self.ckpt_path)
+        except BaseException:  # a full disk: no torn temporary file is left behind
+            if trainer.global_rank == 0:
+                tmp.unlink(missing_ok=True)
+            raise
         trainer.strategy.barrier()

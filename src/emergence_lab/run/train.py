@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emergence_lab.contract import SCHEMA_VERSION
-from emergence_lab.run.folder import RunFolder, RunInfoError, load_run_info
+from emergence_lab.run.folder import RunFolder, RunInfoError, load_run_info, one_line
 from emergence_lab.run.provenance import git_state, package_versions
 from emergence_lab.run.run_id import run_id
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from emergence_lab.run.recorder import RunRecorder
     from emergence_lab.run.spec import RunSpec
 
-log = logging.getLogger(__name__)
 
 Devices = int | str | list[int]
 
@@ -52,34 +51,47 @@ class Outcome:
 
 def train(cfg: DictConfig, run_dir: Path, *, threads: int, devices: Devices) -> Outcome:
     """Train the run described by `cfg` into `run_dir` with `threads` CPU threads on `devices` (Lightning's
-    `devices`: a count, "auto" or a list of indices). A folder whose run.json names another run is refused
-    (status "refused"), untouched."""
+    `devices`: a count, "auto" or a list of indices). A folder whose run.json names another run, or cannot
+    be read, is refused (status "refused") and left untouched."""
     quiet_lightning_logs()  # again here: joblib and submitit run jobs in fresh processes
     folder = RunFolder(run_dir)
     cfg = _in_folder(cfg, folder.path)
-    with folder.lock() as acquired:
-        if not acquired:
-            print(f"[skip] {folder.name}: another live process holds this run", flush=True)
-            return Outcome("running")
-        rid = run_id(cfg)
-        try:
-            previous = load_run_info(folder.path)
-        except RunInfoError as exc:  # whose run this folder holds is unknown: training over it could fake one
-            print(f"[refused] {exc}; repair or delete it", file=sys.stderr, flush=True)
-            return Outcome("refused")
-        if previous and previous.get("run_id") not in (None, rid):
-            # another config's folder: skipping it as done, or resuming its checkpoint, would fake this run
-            print(
-                f"[refused] {folder.path} holds run {previous['run_id']}, not {rid}: "
-                "point this config at its own folder",
-                file=sys.stderr,
-                flush=True,
-            )
-            return Outcome("refused")
-        if previous and previous.get("status") == "completed":
-            print(f"[skip] {folder.name}: already completed ({folder.path})", flush=True)
-            return Outcome("completed")
-        return _train_locked(cfg, rid, folder, previous or {}, threads, devices)
+    rid = run_id(cfg)
+    try:
+        with folder.lock() as acquired:
+            if not acquired:
+                print(f"[skip] {folder.name}: another live process holds this run", flush=True)
+                return Outcome("running")
+            previous = _previous_attempt(folder, rid)
+            if isinstance(previous, Outcome):
+                return previous
+            return _train_locked(cfg, rid, folder, previous, threads, devices)
+    except OSError as exc:  # the folder cannot be created, locked or written (read-only, full): nothing ran
+        print(f"[failed] {folder.path}: {one_line(exc)}", file=sys.stderr, flush=True)
+        return Outcome("failed")
+
+
+def _previous_attempt(folder: RunFolder, rid: str) -> dict[str, Any] | Outcome:
+    """What earlier attempts of run `rid` recorded in the folder, or how this call ends without training:
+    skipped as completed, or refused (the folder is another run's, or its run.json is unreadable: skipping
+    it as done, or resuming its checkpoint under this run id, would fake this run)."""
+    try:
+        previous = load_run_info(folder.path)
+    except RunInfoError as exc:
+        print(f"[refused] {exc}; repair or delete it", file=sys.stderr, flush=True)
+        return Outcome("refused")
+    if previous and previous.get("run_id") not in (None, rid):
+        print(
+            f"[refused] {folder.path} holds run {previous['run_id']}, not {rid}: "
+            "point this config at its own folder",
+            file=sys.stderr,
+            flush=True,
+        )
+        return Outcome("refused")
+    if previous and previous.get("status") == "completed":
+        print(f"[skip] {folder.name}: already completed ({folder.path})", flush=True)
+        return Outcome("completed")
+    return previous or {}
 
 
 def _in_folder(cfg: DictConfig, run_dir: Path) -> DictConfig:
@@ -144,7 +156,6 @@ def _train_locked(
             outcome = Outcome("completed", sig)
     except Exception as exc:  # the run is marked failed with its reason; the sweep goes on
         reason = folder.fail(exc)
-        log.error("run %s failed: %s", rid, reason)
     except BaseException as exc:  # Ctrl-C, or a signal before our handler was in place: resumable, not failed
         outcome = Outcome("interrupted")
         reason = f"{type(exc).__name__} {exc}".strip() + "; resumes from the last periodic checkpoint"
@@ -153,8 +164,9 @@ def _train_locked(
         from emergence_lab.run.loggers import finish_wandb
 
         finish_wandb()  # also a run that started before build_loggers raised
-        folder.finish(outcome.status, reason, trainer.global_step if trainer is not None else None)
-        print(f"[{outcome.status}] {rid} -> {folder.path}" + (f" ({reason})" if reason else ""), flush=True)
+        unsaved = folder.finish(outcome.status, reason, trainer.global_step if trainer is not None else None)
+        note = "; ".join(x for x in (reason, unsaved) if x)
+        print(f"[{outcome.status}] {rid} -> {folder.path}" + (f" ({note})" if note else ""), flush=True)
     return outcome
 
 
