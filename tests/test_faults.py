@@ -268,3 +268,40 @@ def test_the_train_command_refuses_an_unwritable_run_folder_in_one_line(capfd) -
     assert emergence_main(["train", *TINY, f"hydra.run.dir={run_dir}"]) == 1
     err = capfd.readouterr().err
     assert err.strip() == f"emergence train: cannot write the run folder {run_dir}: Operation not permitted"
+
+
+# ---- a corrupt checkpoint ---------------------------------------------------------------------------------
+def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_one(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert train(tiny_cfg("trainer.max_steps=30"), whole, threads=1, devices=1).status == "completed"
+    with monkeypatch.context() as m:
+        _stop_at(m, 20)
+        assert train(tiny_cfg("trainer.max_steps=30"), part, threads=1, devices=1).status == "interrupted"
+    ckpts = part / "checkpoints"
+    assert torch.load(ckpts / "prev.ckpt", weights_only=True)["global_step"] == 10
+    (ckpts / "last.ckpt").write_bytes((ckpts / "last.ckpt").read_bytes()[:1000])  # torn
+    capsys.readouterr()
+    assert train(tiny_cfg("trainer.max_steps=30"), part, threads=1, devices=1).status == "completed"
+    out = capsys.readouterr().out
+    assert f"[checkpoint] cannot load checkpoint {ckpts / 'last.ckpt'}" in out
+    assert "[resume] addition-w16-d1-s0-" in out and " from step 10 (" in out
+    assert read_info(part)["resumed_from_steps"] == [10]
+    assert (ckpts / "last.ckpt.bad").exists()
+    assert (part / "results.jsonl").read_text() == (whole / "results.jsonl").read_text()
+
+
+def test_when_no_checkpoint_loads_the_reason_says_what_to_delete(tmp_path: Path) -> None:
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for name in ("last.ckpt", "prev.ckpt"):
+        (ckpts / name).write_bytes(b"not a checkpoint")
+    assert train(tiny_cfg(), tmp_path, threads=1, devices=1).status == "failed"
+    reason = read_info(tmp_path)["reason"]
+    assert f"cannot load checkpoint {ckpts / 'last.ckpt'}" in reason
+    assert f"cannot load checkpoint {ckpts / 'prev.ckpt'}" in reason
+    assert reason.endswith(f"delete {ckpts} to restart this run from step 0")
+    # a rerun says the same: nothing was renamed or half-repaired
+    assert train(tiny_cfg(), tmp_path, threads=1, devices=1).status == "failed"
+    assert read_info(tmp_path)["reason"] == reason

@@ -31,6 +31,8 @@ from emergence_lab.contract import (
     SCHEMA_VERSION,
 )
 
+PREVIOUS_CHECKPOINT_FILE = "prev.ckpt"
+
 
 def one_line(exc: BaseException) -> str:
     """`Type: message`, on one line and at most 2000 characters."""
@@ -151,8 +153,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load checkpoint {path} ({first[:300]}); delete it to restart") from exc
+        text = str(exc).strip()
+        if text.startswith("Weights only load failed"):  # torch's paragraph, which suggests the unsafe load
+            why = "weights_only=True refused it: not only tensors and plain containers, or not a checkpoint"
+        else:
+            why = (text.splitlines()[0] if text else type(exc).__name__)[:300]
+        raise CheckpointError(f"cannot load checkpoint {path} ({why}); delete it to restart") from exc
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("global_step"), int):
         raise CheckpointError(f"checkpoint {path} has no global_step; delete it to restart")
     return ckpt
@@ -249,11 +255,43 @@ class RunFolder:
     def write_config(self, text: str) -> None:
         atomic_write_text(self.path / CONFIG_FILE, text)
 
+    @property
+    def previous_checkpoint_path(self) -> Path:
+        """The checkpoint before last.ckpt: a corrupt last.ckpt then costs one interval, not the run."""
+        return self.checkpoint_dir / PREVIOUS_CHECKPOINT_FILE
+
+    def resume_from(self) -> tuple[Path, int] | None:
+        """The checkpoint this attempt resumes from and its step, or None when there is none: last.ckpt, or
+        the previous one when last.ckpt cannot be loaded (it is then renamed `*.bad`, kept for a look).
+        CheckpointError when checkpoints exist and none can be loaded."""
+        problems: list[str] = []
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if not path.exists():
+                continue
+            try:
+                step = int(load_checkpoint(path)["global_step"])
+            except CheckpointError as exc:
+                problems.append(str(exc).removesuffix("; delete it to restart"))
+                continue
+            if (
+                problems
+            ):  # last.ckpt is unreadable: set aside, so the next checkpoint does not keep it as prev
+                bad = self.checkpoint_path.with_name(CHECKPOINT_FILE + ".bad")
+                os.replace(self.checkpoint_path, bad)
+                print(
+                    f"[checkpoint] {problems[0]}; resuming from {path.name}, the bad one kept as {bad.name}"
+                )
+            return path, step
+        if problems:
+            raise CheckpointError(
+                "; ".join(problems) + f"; delete {self.checkpoint_dir} to restart this run from step 0"
+            )
+        return None
+
     def resume_step(self) -> int | None:
         """The step of the checkpoint this attempt resumes from, or None when there is none."""
-        if not self.checkpoint_path.exists():
-            return None
-        return int(load_checkpoint(self.checkpoint_path)["global_step"])
+        found = self.resume_from()
+        return found[1] if found else None
 
     def truncate_after(self, step: int) -> int:
         """Drop rows measured after `step` (-1: every row), so a resumed run re-measures them without

@@ -153,6 +153,8 @@ class RunRecorder(pl.Callback):
         try:
             trainer.save_checkpoint(tmp, weights_only=False)
             if trainer.global_rank == 0:
+                if self.ckpt_path.exists():  # kept: a resume falls back to it if last.ckpt cannot be read
+                    os.replace(self.ckpt_path, self.folder.previous_checkpoint_path)
                 os.replace(tmp, self.ckpt_path)
         except BaseException:  # a full disk: no torn temporary file is left behind
             if trainer.global_rank == 0:

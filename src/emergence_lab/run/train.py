@@ -202,12 +202,13 @@ def _build(
 
 def _prepare_resume(folder: RunFolder, rid: str) -> Path | None:
     """The checkpoint to resume from, if any; rows measured after it are dropped (they are measured again)."""
-    step = folder.resume_step()
-    if step is not None:
+    found = folder.resume_from()
+    if found is not None:
+        path, step = found
         dropped = folder.truncate_after(step)
         folder.record_resume(step)
         print(f"[resume] {rid} from step {step} ({dropped} later rows dropped)", flush=True)
-        return folder.checkpoint_path
+        return path
     # an earlier attempt may have evaluated step 0 and died before its first checkpoint
     dropped = folder.truncate_after(-1)
     if dropped:
