@@ -305,3 +305,32 @@ def test_when_no_checkpoint_loads_the_reason_says_what_to_delete(tmp_path: Path)
     # a rerun says the same: nothing was renamed or half-repaired
     assert train(tiny_cfg(), tmp_path, threads=1, devices=1).status == "failed"
     assert read_info(tmp_path)["reason"] == reason
+
+
+# ---- DDP: each rank its own batches, one device as before ----------------------------------------------
+def test_ranks_draw_different_batches_and_one_device_draws_the_step_batch(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from test_module import build
+
+    module = build(width=16, depth=1, batch_size=4)
+    drawn: dict[tuple[int, int], torch.Tensor] = {}
+    original = module.task.train_batch
+
+    for world, rank in ((1, 0), (2, 0), (2, 1)):
+        module._trainer = SimpleNamespace(
+            world_size=world, global_rank=rank, global_step=3, log_every_n_steps=10**9
+        )
+
+        def spy(n, seed, step, device, key=(world, rank)):  # type: ignore[no-untyped-def]
+            batch = original(n, seed, step, device)
+            drawn[key] = batch.tokens
+            return batch
+
+        monkeypatch.setattr(module.task, "train_batch", spy)
+        module.training_step(0, 0)
+    assert torch.equal(
+        drawn[(1, 0)], original(4, 0, 3, "cpu").tokens
+    )  # one device: the batch of (seed, step)
+    assert not torch.equal(drawn[(2, 0)], drawn[(2, 1)])
+    assert not torch.equal(drawn[(2, 1)], drawn[(1, 0)])

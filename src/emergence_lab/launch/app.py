@@ -26,7 +26,7 @@ from emergence_lab.launch.resources import job_threads, pin_device
 from emergence_lab.launch.runs import exit_code, launched_states
 from emergence_lab.run.folder import RunFolder
 from emergence_lab.run.run_id import register_resolvers
-from emergence_lab.run.train import quiet_lightning_logs, train
+from emergence_lab.run.train import quiet_lightning_logs, secondary_rank, train
 
 # At import, not only in run_cli: joblib and submitit workers unpickle the task function (importing this
 # module) and then resolve `${run_id:}` in their own process.
@@ -84,8 +84,16 @@ def _leave_if_worker(launcher: Launcher, code: int) -> None:
     os._exit(code)
 
 
+# `python <this file> train ...` runs the CLI; Lightning's DDP launcher re-executes it for ranks 1..n-1
+ENTRY_SCRIPT = str(Path(__file__).resolve().parents[1] / "__main__.py")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> str:
+    # Hydra has parsed sys.argv; Lightning's DDP launcher re-executes it (adding hydra.run.dir so every rank
+    # trains in this run folder): make it a command that runs (`__main__.__spec__`'s module when the process
+    # was started with -m, else this script), then this job.
+    sys.argv = [ENTRY_SCRIPT, "train", *sys.argv[1:]]
     return run_job(cfg)
 
 
@@ -119,6 +127,8 @@ def run_cli(argv: list[str]) -> int:
         error, signum = _hydra(argv)
         if error == 2:
             return 2
+        if secondary_rank():  # a DDP rank: the run folder is rank 0's to judge
+            return 0 if error is None and signum is None else 1
         # a run another live process holds is that process's to finish: not a failure of this command
         status = RunFolder(Path(str(master.hydra.run.dir))).status()
         return exit_code([status], signum, done=("completed", "running"))

@@ -260,10 +260,10 @@ class RunFolder:
         """The checkpoint before last.ckpt: a corrupt last.ckpt then costs one interval, not the run."""
         return self.checkpoint_dir / PREVIOUS_CHECKPOINT_FILE
 
-    def resume_from(self) -> tuple[Path, int] | None:
+    def resume_from(self, set_aside: bool = True) -> tuple[Path, int] | None:
         """The checkpoint this attempt resumes from and its step, or None when there is none: last.ckpt, or
-        the previous one when last.ckpt cannot be loaded (it is then renamed `*.bad`, kept for a look).
-        CheckpointError when checkpoints exist and none can be loaded."""
+        the previous one when last.ckpt cannot be loaded (with `set_aside`, it is then renamed `*.bad`, kept
+        for a look). CheckpointError when checkpoints exist and none can be loaded."""
         problems: list[str] = []
         for path in (self.checkpoint_path, self.previous_checkpoint_path):
             if not path.exists():
@@ -273,14 +273,11 @@ class RunFolder:
             except CheckpointError as exc:
                 problems.append(str(exc).removesuffix("; delete it to restart"))
                 continue
-            if (
-                problems
-            ):  # last.ckpt is unreadable: set aside, so the next checkpoint does not keep it as prev
+            # an unreadable last.ckpt is set aside: the next checkpoint would otherwise keep it as prev
+            if problems and set_aside:
                 bad = self.checkpoint_path.with_name(CHECKPOINT_FILE + ".bad")
                 os.replace(self.checkpoint_path, bad)
-                print(
-                    f"[checkpoint] {problems[0]}; resuming from {path.name}, the bad one kept as {bad.name}"
-                )
+                print(f"[checkpoint] {problems[0]}; resuming from {path.name}; the bad one is {bad.name}")
             return path, step
         if problems:
             raise CheckpointError(

@@ -70,7 +70,10 @@ class RunRecorder(pl.Callback):
     ) -> None:
         step = trainer.global_step
         last = step >= trainer.max_steps
-        checkpoint = self.stop_signal is not None or step % self.ckpt_every == 0 or last
+        stopping = self.stop_signal is not None
+        if trainer.world_size > 1:  # every rank checkpoints and stops together, whichever got the signal
+            stopping = bool(trainer.strategy.reduce_boolean_decision(stopping, all=False))
+        checkpoint = stopping or step % self.ckpt_every == 0 or last
         if checkpoint or step % self.finite_check_every == 0:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             if loss is not None and not torch.isfinite(loss).all():
@@ -81,7 +84,7 @@ class RunRecorder(pl.Callback):
             self._checkpoint(trainer)
             if trainer.global_rank == 0:  # `emergence status` shows a running run's step
                 self.folder.write_info(step=step)
-        if self.stop_signal is not None:
+        if stopping:
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -57,6 +57,8 @@ def train(cfg: DictConfig, run_dir: Path, *, threads: int, devices: Devices) -> 
     folder = RunFolder(run_dir)
     cfg = _in_folder(cfg, folder.path)
     rid = run_id(cfg)
+    if secondary_rank():
+        return _train_secondary(cfg, rid, folder, threads, devices)
     try:
         with folder.lock() as acquired:
             if not acquired:
@@ -92,6 +94,33 @@ def _previous_attempt(folder: RunFolder, rid: str) -> dict[str, Any] | Outcome:
         print(f"[skip] {folder.name}: already completed ({folder.path})", flush=True)
         return Outcome("completed")
     return previous or {}
+
+
+def secondary_rank() -> bool:
+    """True in a training process other than rank 0 of a multi-process run: a DDP rank that Lightning
+    started (it sets LOCAL_RANK / NODE_RANK), or a task of a multi-task job (RANK, SLURM_PROCID)."""
+    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return any(os.environ.get(key, "0").strip() not in ("", "0") for key in keys)
+
+
+def _train_secondary(cfg: DictConfig, rid: str, folder: RunFolder, threads: int, devices: Devices) -> Outcome:
+    """A rank other than 0 trains alongside rank 0, which owns the folder: the lock, run.json, results,
+    config.yaml and checkpoints. It resumes from the checkpoint rank 0 chose (rank 0 set a bad last.ckpt aside
+    before it started this process) and writes nothing."""
+    import lightning.pytorch as pl
+    import torch
+
+    from emergence_lab.run.spec import build_spec
+
+    spec = build_spec(cfg)
+    torch.set_num_threads(int(threads))
+    pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
+    module, recorder, _ = _build(cfg, spec, folder, rid)
+    found = folder.resume_from(set_aside=False)
+    trainer = _trainer(cfg.trainer, spec.max_steps, devices, recorder, [], folder.path)
+    trainer.fit(module, ckpt_path=str(found[0]) if found else None, weights_only=True)
+    sig = recorder.stop_signal
+    return Outcome("interrupted" if sig is not None else "completed", sig, recorder.preempt_handler)
 
 
 def _in_folder(cfg: DictConfig, run_dir: Path) -> DictConfig:
