@@ -334,3 +334,20 @@ def test_ranks_draw_different_batches_and_one_device_draws_the_step_batch(monkey
     )  # one device: the batch of (seed, step)
     assert not torch.equal(drawn[(2, 0)], drawn[(2, 1)])
     assert not torch.equal(drawn[(2, 1)], drawn[(1, 0)])
+
+
+def test_a_folder_without_run_json_is_refused_when_its_checkpoint_is_another_runs(
+    tmp_path: Path, capsys
+) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as m:
+        _stop_at(m, 10)
+        assert train(tiny_cfg(), run_dir, threads=1, devices=1).status == "interrupted"
+    old_id = read_info(run_dir)["run_id"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["emergence_run_id"] == old_id
+    (run_dir / "run.json").unlink()
+    assert train(tiny_cfg("model.width=32"), run_dir, threads=1, devices=1).status == "refused"
+    assert f"holds run {old_id}, not addition-w32-" in capsys.readouterr().err
+    assert not (run_dir / "run.json").exists()
+    assert train(tiny_cfg(), run_dir, threads=1, devices=1).status == "completed"  # its own config resumes
+    assert read_info(run_dir)["resumed_from_steps"] == [10]

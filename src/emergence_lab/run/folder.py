@@ -32,6 +32,7 @@ from emergence_lab.contract import (
 )
 
 PREVIOUS_CHECKPOINT_FILE = "prev.ckpt"
+CHECKPOINT_RUN_ID = "emergence_run_id"  # a checkpoint's key naming the run that saved it
 
 
 def one_line(exc: BaseException) -> str:
@@ -283,6 +284,17 @@ class RunFolder:
             raise CheckpointError(
                 "; ".join(problems) + f"; delete {self.checkpoint_dir} to restart this run from step 0"
             )
+        return None
+
+    def checkpoint_run_id(self) -> str | None:
+        """The run id recorded in the newest loadable checkpoint, if any."""
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if path.exists():
+                try:
+                    rid = load_checkpoint(path).get(CHECKPOINT_RUN_ID)
+                except CheckpointError:
+                    continue
+                return rid if isinstance(rid, str) else None
         return None
 
     def resume_step(self) -> int | None:

@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 
 from emergence_lab.contract import CHECKPOINT_FILE
-from emergence_lab.run.folder import RunFolder
+from emergence_lab.run.folder import CHECKPOINT_RUN_ID, RunFolder
 from emergence_lab.run.module import EmergenceModule
 from emergence_lab.run.signals import stop_signals, submitit_signal
 
@@ -91,6 +91,11 @@ class RunRecorder(pl.Callback):
         if self._last_eval_step != trainer.global_step and self.stop_signal is None:
             self._evaluate(trainer, pl_module)
         self._restore_handlers()
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[CHECKPOINT_RUN_ID] = str(self.static["run_id"])
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exc: BaseException) -> None:
         self._restore_handlers()

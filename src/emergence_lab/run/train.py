@@ -82,10 +82,11 @@ def _previous_attempt(folder: RunFolder, rid: str) -> dict[str, Any] | Outcome:
     except RunInfoError as exc:
         print(f"[refused] {exc}; repair or delete it", file=sys.stderr, flush=True)
         return Outcome("refused")
-    if previous and previous.get("run_id") not in (None, rid):
+    # without run.json (deleted, or lost), the checkpoint still says whose run the folder holds
+    holder = previous.get("run_id") if previous else folder.checkpoint_run_id()
+    if holder not in (None, rid):
         print(
-            f"[refused] {folder.path} holds run {previous['run_id']}, not {rid}: "
-            "point this config at its own folder",
+            f"[refused] {folder.path} holds run {holder}, not {rid}: point this config at its own folder",
             file=sys.stderr,
             flush=True,
         )
