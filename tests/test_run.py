@@ -106,7 +106,9 @@ def test_sweep_command_exit_code_counts_a_run_held_elsewhere_as_unfinished(tmp_p
 
 def test_train_command_exit_code_comes_from_its_run_folder(tmp_path: Path) -> None:
     run_dir = tmp_path / "r"
-    _mark(run_dir, "completed")
+    _, (planned,) = plan_from_cli([*TINY, f"hydra.run.dir={run_dir}"])
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"run_id": planned.run_id, "status": "completed"}))
     assert emergence_main(["train", *TINY, f"hydra.run.dir={run_dir}"]) == 0
     assert not (run_dir / "results.jsonl").exists()  # skipped, not trained
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -246,7 +247,7 @@ def test_sigusr1_checkpoints_a_single_run_and_the_rerun_resumes_it(reference: Pa
 
     # Killed after evaluating but before its first checkpoint: the rerun starts from zero and drops the rows
     # of the lost attempt instead of writing them twice.
-    (run_dir / "checkpoints" / "last.ckpt").unlink()
+    shutil.rmtree(run_dir / "checkpoints")  # last.ckpt and the prev.ckpt kept before it
     (run_dir / "run.json").write_text(json.dumps({**info, "status": "running"}))
     assert emergence_main(command) == 0
     info = read_json(run_dir / "run.json")

@@ -26,7 +26,7 @@ from emergence_lab.launch.resources import job_threads, pin_device
 from emergence_lab.launch.runs import exit_code, launched_states
 from emergence_lab.run.folder import RunFolder
 from emergence_lab.run.run_id import register_resolvers
-from emergence_lab.run.train import quiet_lightning_logs, train
+from emergence_lab.run.train import quiet_lightning_logs, secondary_rank, train
 
 # At import, not only in run_cli: joblib and submitit workers unpickle the task function (importing this
 # module) and then resolve `${run_id:}` in their own process.
@@ -40,6 +40,13 @@ class RunStopped(SystemExit):
     def __init__(self, signum: int) -> None:
         super().__init__(128 + signum)
         self.signum = signum
+
+
+class FolderRefused(SystemExit):
+    """The run folder holds another run (its run.json names another run id): exit 2, nothing touched."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
 
 
 def run_job(cfg: DictConfig) -> str:
@@ -56,6 +63,8 @@ def run_job(cfg: DictConfig) -> str:
     except (SystemExit, KeyboardInterrupt):  # stopped before the run's signal handler was in place
         _leave_if_worker(launcher, 1)
         raise
+    if outcome.status == "refused" and hc.mode != RunMode.MULTIRUN:
+        raise FolderRefused()  # a sweep goes on; its planned run stays pending, so it exits 1
     if outcome.signum is not None:
         if outcome.preempt_handler is not None:
             # submitit's own preemption handling: dump the job for a requeue, requeue it, exit the process
@@ -75,8 +84,16 @@ def _leave_if_worker(launcher: Launcher, code: int) -> None:
     os._exit(code)
 
 
+# `python <this file> train ...` runs the CLI; Lightning's DDP launcher re-executes it for ranks 1..n-1
+ENTRY_SCRIPT = str(Path(__file__).resolve().parents[1] / "__main__.py")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> str:
+    # Hydra has parsed sys.argv; Lightning's DDP launcher re-executes it (adding hydra.run.dir so every rank
+    # trains in this run folder): make it a command that runs (`__main__.__spec__`'s module when the process
+    # was started with -m, else this script), then this job.
+    sys.argv = [ENTRY_SCRIPT, "train", *sys.argv[1:]]
     return run_job(cfg)
 
 
@@ -103,7 +120,15 @@ def run_cli(argv: list[str]) -> int:
     os.environ[LAUNCHING_PID_ENV] = str(os.getpid())
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if not multirun:
-        _, signum = _hydra(argv)
+        problem = _unwritable(Path(str(master.hydra.run.dir)))
+        if problem:
+            print(f"emergence train: {problem}", file=sys.stderr)
+            return 1
+        error, signum = _hydra(argv)
+        if error == 2:
+            return 2
+        if secondary_rank():  # a DDP rank: the run folder is rank 0's to judge
+            return 0 if error is None and signum is None else 1
         # a run another live process holds is that process's to finish: not a failure of this command
         status = RunFolder(Path(str(master.hydra.run.dir))).status()
         return exit_code([status], signum, done=("completed", "running"))
@@ -120,6 +145,20 @@ def run_cli(argv: list[str]) -> int:
         raise SystemExit(error)
     states = launched_states(sweep_dir, {r.run_id for r in runs})
     return exit_code([s["status"] for s in states], signum)
+
+
+def _unwritable(run_dir: Path) -> str | None:
+    """Why files cannot be created in `run_dir` (read-only file system, no permission), or None; checked
+    before Hydra writes its own files there and fails with a traceback."""
+    import tempfile
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        return f"cannot write the run folder {run_dir}: {exc.strerror or exc}"
+    return None
 
 
 def _hydra(argv: list[str]) -> tuple[int | str | None, int | None]:

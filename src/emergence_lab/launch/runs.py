@@ -20,10 +20,10 @@ from emergence_lab.contract import MANIFEST_FILE
 from emergence_lab.launch.launchers import LAUNCH_SIZE_ENV, Launcher
 from emergence_lab.launch.plan import PlannedRun, expand, load_plan, plan
 from emergence_lab.launch.resources import cpu_cores, job_threads
-from emergence_lab.run.folder import RunFolder, atomic_write_text, read_run_info
+from emergence_lab.run.folder import RunFolder, RunInfoError, atomic_write_text, load_run_info
 from emergence_lab.run.run_id import register_resolvers
 
-STATUS_ORDER = ("completed", "failed", "interrupted", "running", "pending")
+STATUS_ORDER = ("completed", "failed", "unreadable", "interrupted", "running", "pending")
 
 
 # ---- the manifest ---------------------------------------------------------------------------------------
@@ -67,11 +67,17 @@ def live_status(run_dir: Path, info: dict[str, Any]) -> str:
 
 def run_states(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every run of a sweep folder (planned or found), with its status from run.json:
-    completed / running / interrupted / failed / pending (planned, never started)."""
+    completed / running / interrupted / failed / pending (planned, never started), or unreadable (a
+    run.json that cannot be parsed; its reason names the file)."""
     planned = read_manifest(sweep_dir)
     rows: dict[str, dict[str, Any]] = {r["run_id"]: {**r, "status": "pending"} for r in planned}
     for info_path in sorted(Path(sweep_dir).glob("*/run.json")):
-        info = read_run_info(info_path.parent) or {}
+        try:
+            info = load_run_info(info_path.parent) or {}
+        except RunInfoError as exc:  # shown with its path: "pending" would hide a run that did start
+            rid = info_path.parent.name
+            rows[rid] = {**rows.get(rid, {"run_id": rid}), "status": "unreadable", "reason": str(exc)}
+            continue
         rid = info.get("run_id", info_path.parent.name)
         rows[rid] = {**rows.get(rid, {"run_id": rid}), **info, "status": live_status(info_path.parent, info)}
     return sorted(rows.values(), key=lambda r: r["run_id"])

@@ -8,7 +8,7 @@ from typing import Any
 
 from emergence_lab.launch.runs import run_states
 
-ORDER = ("failed", "interrupted", "running", "pending", "completed")
+ORDER = ("failed", "unreadable", "interrupted", "running", "pending", "completed")
 
 
 def _sort_key(state: dict[str, Any]) -> tuple[int, str]:
@@ -40,6 +40,8 @@ def status_cli(argv: list[str]) -> int:
         reason = str(s.get("reason") or "")
         table.add_row(s["run_id"], s["status"], step, str(s.get("attempts", 0)), wall, reason)
     counts = {k: sum(1 for s in states if s["status"] == k) for k in ORDER}
+    if not counts["unreadable"]:  # rare: listed only when there is one
+        del counts["unreadable"]
     console = Console(width=200)
     console.print(table)
     console.print("  ".join(f"{k}: {v}" for k, v in counts.items()))

@@ -32,11 +32,28 @@ from emergence_lab.contract import (
     live_status,
 )
 
+PREVIOUS_CHECKPOINT_FILE = "prev.ckpt"
+CHECKPOINT_RUN_ID = "emergence_run_id"  # a checkpoint's key naming the run that saved it
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message`, on one line and at most 2000 characters."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}".strip().rstrip(":")[:2000]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; the file must read like any other the user creates (others' analysis reads it)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -90,11 +107,29 @@ class ResultsWriter:
         return len(lines) - len(kept)
 
 
-def read_run_info(run_dir: Path) -> dict[str, Any] | None:
+class RunInfoError(ValueError):
+    """A run.json that exists but is not a JSON object: the run's state is unknown, not "pending"."""
+
+
+def load_run_info(run_dir: Path) -> dict[str, Any] | None:
+    """run.json, or None when there is none; RunInfoError (naming the path) when it cannot be read."""
     path = Path(run_dir) / RUN_FILE
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        info = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RunInfoError(f"unreadable {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(info, dict):
+        raise RunInfoError(f"unreadable {path}: a JSON {type(info).__name__}, not an object")
+    return info
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any] | None:
+    """run.json, or None when it is missing or unreadable."""
+    try:
+        return load_run_info(run_dir)
+    except RunInfoError:
         return None
 
 
@@ -104,6 +139,31 @@ def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded safely: unreadable, torn, or holding objects other than tensors
+    and plain containers (a pickle that could run code is refused, never executed)."""
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`: tensors, numbers, strings and containers only."""
+    import pickle
+
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        text = str(exc).strip()
+        if text.startswith("Weights only load failed"):  # torch's paragraph, which suggests the unsafe load
+            why = "weights_only=True refused it: not only tensors and plain containers, or not a checkpoint"
+        else:
+            why = (text.splitlines()[0] if text else type(exc).__name__)[:300]
+        raise CheckpointError(f"cannot load checkpoint {path} ({why}); delete it to restart") from exc
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("global_step"), int):
+        raise CheckpointError(f"checkpoint {path} has no global_step; delete it to restart")
+    return ckpt
 
 
 class RunFolder:
@@ -184,14 +244,51 @@ class RunFolder:
     def write_config(self, text: str) -> None:
         atomic_write_text(self.path / CONFIG_FILE, text)
 
+    @property
+    def previous_checkpoint_path(self) -> Path:
+        """The checkpoint before last.ckpt: a corrupt last.ckpt then costs one interval, not the run."""
+        return self.checkpoint_dir / PREVIOUS_CHECKPOINT_FILE
+
+    def resume_from(self, set_aside: bool = True) -> tuple[Path, int] | None:
+        """The checkpoint this attempt resumes from and its step, or None when there is none: last.ckpt, or
+        the previous one when last.ckpt cannot be loaded (with `set_aside`, it is then renamed `*.bad`, kept
+        for a look). CheckpointError when checkpoints exist and none can be loaded."""
+        problems: list[str] = []
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if not path.exists():
+                continue
+            try:
+                step = int(load_checkpoint(path)["global_step"])
+            except CheckpointError as exc:
+                problems.append(str(exc).removesuffix("; delete it to restart"))
+                continue
+            # an unreadable last.ckpt is set aside: the next checkpoint would otherwise keep it as prev
+            if problems and set_aside:
+                bad = self.checkpoint_path.with_name(CHECKPOINT_FILE + ".bad")
+                os.replace(self.checkpoint_path, bad)
+                print(f"[checkpoint] {problems[0]}; resuming from {path.name}; the bad one is {bad.name}")
+            return path, step
+        if problems:
+            raise CheckpointError(
+                "; ".join(problems) + f"; delete {self.checkpoint_dir} to restart this run from step 0"
+            )
+        return None
+
+    def checkpoint_run_id(self) -> str | None:
+        """The run id recorded in the newest loadable checkpoint, if any."""
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if path.exists():
+                try:
+                    rid = load_checkpoint(path).get(CHECKPOINT_RUN_ID)
+                except CheckpointError:
+                    continue
+                return rid if isinstance(rid, str) else None
+        return None
+
     def resume_step(self) -> int | None:
         """The step of the checkpoint this attempt resumes from, or None when there is none."""
-        if not self.checkpoint_path.exists():
-            return None
-        import torch
-
-        ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        return int(ckpt["global_step"])
+        found = self.resume_from()
+        return found[1] if found else None
 
     def truncate_after(self, step: int) -> int:
         """Drop rows measured after `step` (-1: every row), so a resumed run re-measures them without
@@ -203,12 +300,23 @@ class RunFolder:
 
     def fail(self, exc: BaseException) -> str:
         """The reason `exc` failed the run, in one line; the traceback of the exception being handled goes
-        to error.log."""
-        (self.path / ERROR_LOG).write_text(traceback.format_exc())
-        return f"{type(exc).__name__}: {exc}".strip()[:2000]
+        to error.log when the folder can still be written (a full disk or a read-only folder may be why the
+        run failed)."""
+        reason = one_line(exc)
+        try:
+            atomic_write_text(self.path / ERROR_LOG, traceback.format_exc())
+        except OSError as log_error:
+            reason += f" (error.log not written: {one_line(log_error)})"
+        return reason
 
-    def finish(self, status: str, reason: str | None, step: int | None = None) -> None:
+    def finish(self, status: str, reason: str | None, step: int | None = None) -> str | None:
+        """Record the attempt's end in run.json; returns why run.json could not be written, if it could not
+        (it then still says "running", which `status` reads as interrupted once the lock is released)."""
         if step is not None:
             self.info["step"] = step
         wall = round(float(self.info.get("wall_time_s", 0.0)) + time.time() - self._started, 3)
-        self.write_info(status=status, reason=reason, ended_at=now(), wall_time_s=wall)
+        try:
+            self.write_info(status=status, reason=reason, ended_at=now(), wall_time_s=wall)
+        except OSError as exc:
+            return f"run.json not updated: {one_line(exc)}"
+        return None

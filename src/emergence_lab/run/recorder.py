@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 
 from emergence_lab.contract import CHECKPOINT_FILE
-from emergence_lab.run.folder import RunFolder
+from emergence_lab.run.folder import CHECKPOINT_RUN_ID, RunFolder
 from emergence_lab.run.module import EmergenceModule
 from emergence_lab.run.signals import stop_signals, submitit_signal
 
@@ -70,7 +70,10 @@ class RunRecorder(pl.Callback):
     ) -> None:
         step = trainer.global_step
         last = step >= trainer.max_steps
-        checkpoint = self.stop_signal is not None or step % self.ckpt_every == 0 or last
+        stopping = self.stop_signal is not None
+        if trainer.world_size > 1:  # every rank checkpoints and stops together, whichever got the signal
+            stopping = bool(trainer.strategy.reduce_boolean_decision(stopping, all=False))
+        checkpoint = stopping or step % self.ckpt_every == 0 or last
         if checkpoint or step % self.finite_check_every == 0:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             if loss is not None and not torch.isfinite(loss).all():
@@ -79,13 +82,20 @@ class RunRecorder(pl.Callback):
             self._evaluate(trainer, pl_module)
         if checkpoint:
             self._checkpoint(trainer)
-        if self.stop_signal is not None:
+            if trainer.global_rank == 0:  # `emergence status` shows a running run's step
+                self.folder.write_info(step=step)
+        if stopping:
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._last_eval_step != trainer.global_step and self.stop_signal is None:
             self._evaluate(trainer, pl_module)
         self._restore_handlers()
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[CHECKPOINT_RUN_ID] = str(self.static["run_id"])
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exc: BaseException) -> None:
         self._restore_handlers()
@@ -147,7 +157,14 @@ class RunRecorder(pl.Callback):
     def _checkpoint(self, trainer: pl.Trainer) -> None:
         """Save to a temporary file and rename, so a kill mid-save never leaves a torn checkpoint."""
         tmp = self.ckpt_dir / f".{CHECKPOINT_FILE}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)
-        if trainer.global_rank == 0:
-            os.replace(tmp, self.ckpt_path)
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)
+            if trainer.global_rank == 0:
+                if self.ckpt_path.exists():  # kept: a resume falls back to it if last.ckpt cannot be read
+                    os.replace(self.ckpt_path, self.folder.previous_checkpoint_path)
+                os.replace(tmp, self.ckpt_path)
+        except BaseException:  # a full disk: no torn temporary file is left behind
+            if trainer.global_rank == 0:
+                tmp.unlink(missing_ok=True)
+            raise
         trainer.strategy.barrier()

@@ -14,6 +14,7 @@ import copy
 import logging
 import os
 import signal
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emergence_lab.contract import SCHEMA_VERSION
-from emergence_lab.run.folder import RunFolder
+from emergence_lab.run.folder import RunFolder, RunInfoError, load_run_info, one_line
 from emergence_lab.run.provenance import git_state, package_versions
 from emergence_lab.run.run_id import run_id
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from emergence_lab.run.recorder import RunRecorder
     from emergence_lab.run.spec import RunSpec
 
-log = logging.getLogger(__name__)
 
 Devices = int | str | list[int]
 
@@ -51,19 +51,77 @@ class Outcome:
 
 def train(cfg: DictConfig, run_dir: Path, *, threads: int, devices: Devices) -> Outcome:
     """Train the run described by `cfg` into `run_dir` with `threads` CPU threads on `devices` (Lightning's
-    `devices`: a count, "auto" or a list of indices)."""
+    `devices`: a count, "auto" or a list of indices). A folder whose run.json names another run, or cannot
+    be read, is refused (status "refused") and left untouched."""
     quiet_lightning_logs()  # again here: joblib and submitit run jobs in fresh processes
     folder = RunFolder(run_dir)
     cfg = _in_folder(cfg, folder.path)
-    with folder.lock() as acquired:
-        if not acquired:
-            print(f"[skip] {folder.name}: another live process holds this run", flush=True)
-            return Outcome("running")
-        previous = folder.read_info()
-        if previous and previous.get("status") == "completed":
-            print(f"[skip] {folder.name}: already completed ({folder.path})", flush=True)
-            return Outcome("completed")
-        return _train_locked(cfg, folder, previous or {}, threads, devices)
+    rid = run_id(cfg)
+    if secondary_rank():
+        return _train_secondary(cfg, rid, folder, threads, devices)
+    try:
+        with folder.lock() as acquired:
+            if not acquired:
+                print(f"[skip] {folder.name}: another live process holds this run", flush=True)
+                return Outcome("running")
+            previous = _previous_attempt(folder, rid)
+            if isinstance(previous, Outcome):
+                return previous
+            return _train_locked(cfg, rid, folder, previous, threads, devices)
+    except OSError as exc:  # the folder cannot be created, locked or written (read-only, full): nothing ran
+        print(f"[failed] {folder.path}: {one_line(exc)}", file=sys.stderr, flush=True)
+        return Outcome("failed")
+
+
+def _previous_attempt(folder: RunFolder, rid: str) -> dict[str, Any] | Outcome:
+    """What earlier attempts of run `rid` recorded in the folder, or how this call ends without training:
+    skipped as completed, or refused (the folder is another run's, or its run.json is unreadable: skipping
+    it as done, or resuming its checkpoint under this run id, would fake this run)."""
+    try:
+        previous = load_run_info(folder.path)
+    except RunInfoError as exc:
+        print(f"[refused] {exc}; repair or delete it", file=sys.stderr, flush=True)
+        return Outcome("refused")
+    # without run.json (deleted, or lost), the checkpoint still says whose run the folder holds
+    holder = previous.get("run_id") if previous else folder.checkpoint_run_id()
+    if holder not in (None, rid):
+        print(
+            f"[refused] {folder.path} holds run {holder}, not {rid}: point this config at its own folder",
+            file=sys.stderr,
+            flush=True,
+        )
+        return Outcome("refused")
+    if previous and previous.get("status") == "completed":
+        print(f"[skip] {folder.name}: already completed ({folder.path})", flush=True)
+        return Outcome("completed")
+    return previous or {}
+
+
+def secondary_rank() -> bool:
+    """True in a training process other than rank 0 of a multi-process run: a DDP rank that Lightning
+    started (it sets LOCAL_RANK / NODE_RANK), or a task of a multi-task job (RANK, SLURM_PROCID)."""
+    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return any(os.environ.get(key, "0").strip() not in ("", "0") for key in keys)
+
+
+def _train_secondary(cfg: DictConfig, rid: str, folder: RunFolder, threads: int, devices: Devices) -> Outcome:
+    """A rank other than 0 trains alongside rank 0, which owns the folder: the lock, run.json, results,
+    config.yaml and checkpoints. It resumes from the checkpoint rank 0 chose (rank 0 set a bad last.ckpt aside
+    before it started this process) and writes nothing."""
+    import lightning.pytorch as pl
+    import torch
+
+    from emergence_lab.run.spec import build_spec
+
+    spec = build_spec(cfg)
+    torch.set_num_threads(int(threads))
+    pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
+    module, recorder, _ = _build(cfg, spec, folder, rid)
+    found = folder.resume_from(set_aside=False)
+    trainer = _trainer(cfg.trainer, spec.max_steps, devices, recorder, [], folder.path)
+    trainer.fit(module, ckpt_path=str(found[0]) if found else None, weights_only=True)
+    sig = recorder.stop_signal
+    return Outcome("interrupted" if sig is not None else "completed", sig, recorder.preempt_handler)
 
 
 def _in_folder(cfg: DictConfig, run_dir: Path) -> DictConfig:
@@ -77,9 +135,8 @@ def _in_folder(cfg: DictConfig, run_dir: Path) -> DictConfig:
 
 
 def _train_locked(
-    cfg: DictConfig, folder: RunFolder, previous: dict[str, Any], threads: int, devices: Devices
+    cfg: DictConfig, rid: str, folder: RunFolder, previous: dict[str, Any], threads: int, devices: Devices
 ) -> Outcome:
-    rid = run_id(cfg)
     folder.start(
         rid, str(cfg.sweep), previous
     )  # "running" before anything that can fail: a failure has a record
@@ -120,7 +177,8 @@ def _train_locked(
 
         loggers = build_loggers(cfg, folder.path, rid, spec.task.name, static, resolved)
         trainer = _trainer(t, spec.max_steps, devices, recorder, loggers, folder.path)
-        trainer.fit(module, ckpt_path=str(resume) if resume else None)
+        # weights_only: the checkpoint was checked by load_checkpoint; Lightning loads it the same safe way
+        trainer.fit(module, ckpt_path=str(resume) if resume else None, weights_only=True)
         sig = recorder.stop_signal
         if sig is not None and trainer.global_step < spec.max_steps:
             outcome = Outcome("interrupted", sig, recorder.preempt_handler)
@@ -130,7 +188,6 @@ def _train_locked(
             outcome = Outcome("completed", sig)
     except Exception as exc:  # the run is marked failed with its reason; the sweep goes on
         reason = folder.fail(exc)
-        log.error("run %s failed: %s", rid, reason)
     except BaseException as exc:  # Ctrl-C, or a signal before our handler was in place: resumable, not failed
         outcome = Outcome("interrupted")
         reason = f"{type(exc).__name__} {exc}".strip() + "; resumes from the last periodic checkpoint"
@@ -139,8 +196,9 @@ def _train_locked(
         from emergence_lab.run.loggers import finish_wandb
 
         finish_wandb()  # also a run that started before build_loggers raised
-        folder.finish(outcome.status, reason, trainer.global_step if trainer is not None else None)
-        print(f"[{outcome.status}] {rid} -> {folder.path}" + (f" ({reason})" if reason else ""), flush=True)
+        unsaved = folder.finish(outcome.status, reason, trainer.global_step if trainer is not None else None)
+        note = "; ".join(x for x in (reason, unsaved) if x)
+        print(f"[{outcome.status}] {rid} -> {folder.path}" + (f" ({note})" if note else ""), flush=True)
     return outcome
 
 
@@ -176,12 +234,13 @@ def _build(
 
 def _prepare_resume(folder: RunFolder, rid: str) -> Path | None:
     """The checkpoint to resume from, if any; rows measured after it are dropped (they are measured again)."""
-    step = folder.resume_step()
-    if step is not None:
+    found = folder.resume_from()
+    if found is not None:
+        path, step = found
         dropped = folder.truncate_after(step)
         folder.record_resume(step)
         print(f"[resume] {rid} from step {step} ({dropped} later rows dropped)", flush=True)
-        return folder.checkpoint_path
+        return path
     # an earlier attempt may have evaluated step 0 and died before its first checkpoint
     dropped = folder.truncate_after(-1)
     if dropped:
