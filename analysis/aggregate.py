@@ -63,7 +63,10 @@ def observations(df: pd.DataFrame, x: str, console: Console) -> pd.DataFrame:
         console.warn(f"no values for the scale axis {x!r}: nothing to fit")
         return pd.DataFrame(columns=[*curve_keys(x), "x", "u", "value", "seed", "run_id"])
     rows = df if x == "step" else final_rows(df)
-    wanted = (*CURVE_KEYS, "depth", "run_id", "seed", "value", "stderr", "n_params", "answer_len", x)
+    wanted = (
+        *CURVE_KEYS, "depth", "run_id", "seed", "value", "stderr", "n_examples", "score_low", "score_high",
+        "n_params", "answer_len", x,
+    )  # fmt: skip
     keep = [c for c in wanted if c in rows.columns]
     obs = rows[list(dict.fromkeys(keep))].copy()
     obs["x"] = obs[x].astype("float64")

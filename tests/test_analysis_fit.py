@@ -9,7 +9,7 @@ import scipy.optimize
 
 import emergence_lab.analysis.fit
 from emergence_lab.analysis.aggregate import resolve_by
-from emergence_lab.analysis.classify import Criteria, breakthroughness, linearity
+from emergence_lab.analysis.classify import breakthroughness, linearity
 from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.curves import _size_groups
 from emergence_lab.analysis.fit import (
@@ -21,6 +21,7 @@ from emergence_lab.analysis.fit import (
     refit_thresholds,
     resample_flat,
 )
+from emergence_lab.analysis.options import Criteria
 from emergence_lab.analysis.pipeline import Options, analyse
 from emergence_lab.analysis.schema import normalise
 
