@@ -379,7 +379,7 @@ def _control_false_discovery(
         opts = detect_options(criteria, n_boot, curve_seed(r.key, seed))
         det = detect_curve(items[i], replace(opts, alpha=level))
         r.detection = det
-        r.row |= detection_row(det, sign)
+        r.row |= detection_row(det, r.sign)
         r.row["reason"] = (
             f"a jump beats the line (p = {p[i]:.2g}), but not at the false-discovery rate held at "
             f"{criteria.alpha:g} over {int((~primary).sum())} curves (q = {family.q_values[i]:.2g}); "

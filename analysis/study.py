@@ -11,7 +11,8 @@ Its values are the defaults of `--x`, `--by`, `--metrics`, `--phase-metric`, `--
 `--figures`; an option given on the command line wins. The primary metric's curves (subtask `all`) are
 tested on their own, outside the false-discovery control over the other curves. The manifests looked at
 are those at the top of every input folder, and, for a folder of sweeps, at the top of each of its
-subfolders. Several blocks that disagree: the first is used, with one warning. Cheap: nothing but the manifests is read. No heavy imports.
+subfolders. Several blocks that disagree: the first is used, with one warning. Cheap: nothing but the
+manifests is read. No heavy imports.
 """
 
 from __future__ import annotations
