@@ -14,6 +14,8 @@ when the curves are grouped by depth, `detect.metric_check` decides, in this ord
 - `metric_induced`: a continuous metric improves steadily across exact match's floor sizes (at least 3);
 - `inconclusive`: none of these.
 
+`em_rise_start` is the last size at exact match's floor (the lower of the two sizes that bracket its jump).
+
 With several continuous metrics, the first verdict in that order wins (metrics in the contract's order).
 `em_vs_ta_pow_L_mae` / `_max` say how well exact match ~= token_accuracy^L holds across sizes (it is exact
 for independent per-token errors).
@@ -111,7 +113,9 @@ def _check_task(
     em = by_metric[DISCONTINUOUS]
     continuous = [c for c in CONTINUOUS if c in by_metric]
     row: dict[str, Any] = {**key, "split": split, "em_classification": em["classification"]}
-    row |= {"em_threshold": em.get("threshold", np.nan)}
+    # the last size at exact match's floor (the lower size bracketing its jump): the artefact figure shades
+    # the floor sizes up to it
+    row |= {"em_threshold": em.get("threshold", np.nan), "em_rise_start": em.get("bracket_low", np.nan)}
     row |= _power_law_fit(obs)
     length = row["answer_len"]
     chosen = continuous[0]
