@@ -16,7 +16,7 @@ from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.pipeline import Options, analyse
 from emergence_lab.analysis.schema import normalise
 
-from analysis_helpers import FIXTURES, REFERENCE
+from analysis_helpers import FIXTURES, REFERENCE, write_manifest
 
 LADDER = REFERENCE / "lm-eval-pythia-ladder"
 ARGS = ["--no-figures", "--quiet", "--boot", "100"]
@@ -132,3 +132,39 @@ def test_the_pythia_ladder_has_no_emergent_calls(tmp_path: Path) -> None:
     inconclusive = table.loc[table["classification"] == "inconclusive"]
     assert inconclusive["power_statement"].notna().all()
     assert (table["expected_false_emergent"] == table["expected_false_emergent"].iloc[0]).all()
+
+
+def test_false_discovery_rate_over_all_curves_with_the_primary_metric_tested_alone() -> None:
+    """Many curves, one report: Benjamini-Hochberg over every curve's jump test but the study's primary
+    metric (subtask `all`), which is tested on its own at alpha."""
+    table = normalise(pd.read_csv(FIXTURES / "verdicts" / "results.csv"))
+    options = Options(n_boot_fit=50, n_boot_points=50, primary_metric="token_accuracy")
+    th = analyse(table, options, Console(quiet=True)).thresholds
+    primary = (th["metric"] == "token_accuracy") & (th["subtask"] == "all")
+    assert th["primary"].tolist() == primary.tolist() and primary.sum() == 2
+    assert np.allclose(th.loc[primary, "q_value"], th.loc[primary, "p_value"])
+    p = th.loc[~primary, "p_value"].to_numpy()
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * p.size / np.arange(1, p.size + 1)
+    q = np.empty_like(p)
+    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    assert np.allclose(th.loc[~primary, "q_value"], q)
+    assert (th.loc[th["emergent"] & ~primary, "q_value"] <= 0.05).all()
+    n_sig = int((q <= 0.05).sum())
+    assert th["expected_false_emergent"].iloc[0] == pytest.approx(0.05 * n_sig + 0.05 * 2)
+    # a jump significant alone (p = 0.02) but not over the 18 other curves: inconclusive, with its power
+    pos1 = th.query("subtask == 'pos1' and depth == 2").iloc[0]
+    assert pos1["p_value"] < 0.05 < pos1["q_value"]
+    assert pos1["classification"] == "inconclusive" and "false-discovery rate" in pos1["reason"]
+    assert "is found with probability" in pos1["power_statement"]
+
+
+def test_a_study_declares_its_primary_metric(tmp_path: Path) -> None:
+    from emergence_lab.analysis.study import OPTION_OF, check_block, read_study
+
+    write_manifest(tmp_path / "sweep", {"primary_metric": "exact_match", "by": "depth"})
+    console = Console(quiet=True)
+    block, source = read_study([str(tmp_path / "sweep")], console)
+    assert block == {"primary_metric": "exact_match", "by": "depth"} and console.warnings == []
+    assert check_block(block, source) is None and OPTION_OF["primary_metric"] == "--primary-metric"
+    assert "must be a name" in str(check_block({"primary_metric": ["a", "b"]}, source))
