@@ -23,6 +23,7 @@ for independent per-token errors).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -32,6 +33,7 @@ import pandas as pd
 from emergence_lab.analysis import detect
 from emergence_lab.analysis.aggregate import add_depth, curve_keys
 from emergence_lab.analysis.curves import curve_seed, detect_options, spec_of
+from emergence_lab.analysis.detect import Detection
 from emergence_lab.analysis.options import CheckOptions, Criteria
 from emergence_lab.analysis.schema import CONTINUOUS, DISCONTINUOUS, equals
 
@@ -46,9 +48,11 @@ def metric_check(
     criteria: Criteria | None = None,
     n_boot: int = 200,
     seed: int = 0,
+    detections: Sequence[Detection | None] | None = None,
 ) -> pd.DataFrame:
     """One row per task (per task and depth with `by = "depth"`; per model size too on the step axis);
-    the `depth` column is always there (empty unless `by = "depth"`)."""
+    the `depth` column is always there (empty unless `by = "depth"`). `detections[i]`: the detector's
+    result for row i of `thresholds` (reused where both curves were detected on the same sizes)."""
     group_keys = [k for k in curve_keys(x, by) if k not in ("split", "subtask", "metric")]
     columns = [*group_keys, "split", "verdict"]
     if thresholds.empty:
@@ -74,7 +78,9 @@ def metric_check(
             col = top_obs[k]
             mask &= equals(col, v) if not pd.isna(v) else col.isna().to_numpy()
         opt = detect_options(criteria or Criteria(), n_boot, 0)
-        rows.append(_check_task(key, split, by_metric, top_obs.loc[mask], directions, opts, opt, seed))
+        rows.append(
+            _check_task(key, split, by_metric, top_obs.loc[mask], directions, opts, opt, seed, detections)
+        )
     table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
     if "depth" in table.columns:
         table["depth"] = pd.array(table["depth"].astype(object).where(table["depth"].notna()), dtype="Int64")
@@ -109,6 +115,7 @@ def _check_task(
     opts: CheckOptions,
     det_opts: detect.DetectOptions,
     seed: int,
+    detections: Sequence[Detection | None] | None,
 ) -> dict[str, Any]:
     em = by_metric[DISCONTINUOUS]
     continuous = [c for c in CONTINUOUS if c in by_metric]
@@ -134,6 +141,10 @@ def _check_task(
             em_obs, em_se = _per_size(obs, DISCONTINUOUS, sizes)
             ct_obs, ct_se = _per_size(obs, name, sizes)
             em_key = {**key, "split": split, "subtask": "all", "metric": DISCONTINUOUS}
+            known = None
+            if detections is not None and sizes.size == em_x.size == cont_x.size:
+                pair = (detections[em.name], detections[by_metric[name].name])
+                known = pair if pair[0] is not None and pair[1] is not None else None
             check = detect.metric_check(
                 sizes,
                 em_obs,
@@ -145,6 +156,7 @@ def _check_task(
                 exact_stderr=em_se,
                 continuous_stderr=ct_se,
                 options=replace(det_opts, seed=curve_seed(em_key, seed)),
+                detections=known,
             )
             label = check.verdict
             if label == "metric_induced" and check.pow_l_explains and check.steady_at_floor:

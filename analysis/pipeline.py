@@ -156,6 +156,7 @@ def analyse(
         options.criteria,
         options.n_boot_fit,
         options.seed,
+        [r.detection for r in curves],
     )
     return Analysis(table, options, obs, points, thresholds, curves, check, by)
 
