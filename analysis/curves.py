@@ -16,7 +16,9 @@ statement.
 from __future__ import annotations
 
 import json
+import math
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -223,6 +225,41 @@ def detection_row(det: Detection, sign: float) -> dict[str, Any]:
         "power_statement": det.power_statement,
         "reason": det.reason,
     }
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def describe_row(row: Mapping[str, Any], label: str, unit: str = "parameters") -> str:
+    """`Detection.describe` from one thresholds.csv row (as written or read back), e.g. "exact match,
+    depth 2: emergent at 22k parameters (95% CI 7k-64k; per-seed 18k-30k)"; an inconclusive curve gives its
+    power statement, the others their reason."""
+    lo, hi = _finite(row.get("threshold_low")), _finite(row.get("threshold_high"))
+    s_lo, s_hi = _finite(row.get("seed_threshold_low")), _finite(row.get("seed_threshold_high"))
+    statement = row.get("power_statement")
+    det = Detection(
+        verdict=str(row["classification"]),
+        reason=str(row.get("reason") or ""),
+        threshold=_finite(row.get("threshold")),
+        ci=(lo, hi) if lo is not None and hi is not None else None,
+        bracket=None,
+        rise=_finite(row.get("rise")) or 0.0,
+        rise_frac=_finite(row.get("rise_frac")) or 0.0,
+        width_decades=_finite(row.get("width_decades")),
+        p_value=_finite(row.get("p_value")) or 1.0,
+        p_change=_finite(row.get("p_change")) or 1.0,
+        noise_se=_finite(row.get("noise_se")) or float("nan"),
+        noise_source=str(row.get("noise_source") or ""),
+        power=_finite(row.get("power")),
+        power_statement=statement if isinstance(statement, str) and statement else None,
+        seed_threshold_spread=(s_lo, s_hi) if s_lo is not None and s_hi is not None else None,
+    )
+    return det.describe(label, unit)
 
 
 def analyse_curve(item: CurveInput, criteria: Criteria, n_boot: int, seed: int, holdout: int) -> CurveResult:

@@ -13,6 +13,7 @@ from scipy.special import expit
 
 from emergence_lab.analysis.cli import analyze_main
 from emergence_lab.analysis.console import Console
+from emergence_lab.analysis.curves import describe_row
 from emergence_lab.analysis.pipeline import Options, analyse
 from emergence_lab.analysis.schema import normalise
 
@@ -52,6 +53,12 @@ def test_the_demo_grid_with_disjoint_seeds_does_not_contradict_itself(tmp_path: 
     statement = inconclusive["power_statement"]
     assert isinstance(statement, str) and "is found with probability" in statement
     assert "more sizes" in statement or "more seed" in statement
+    # one sentence per curve for the report, from the thresholds.csv row alone
+    assert describe_row(emergent, "exact match, depth 2") == (
+        "exact match, depth 2: emergent at 26.4k parameters (95% CI 14.6k-55.5k; per-seed 13.9k-55.5k)"
+    )
+    sentence = describe_row(inconclusive, "exact match, depth 2")
+    assert sentence == f"exact match, depth 2: inconclusive ({statement})"
     # the two thresholds' intervals overlap: the same place
     assert inconclusive["threshold_low"] < emergent["threshold_high"]
     assert emergent["threshold_low"] < inconclusive["threshold_high"]
