@@ -200,8 +200,9 @@ def test_noise_without_a_jump_is_never_emergent(kind: str, metric: str, noise: f
         assert labels.count("absent") >= 0.95 * len(labels)
     elif kind == "flat":
         # so noisy that a jump of a fifth of the range could hide: absent only where it could not, else
-        # inconclusive, never a change
-        assert set(labels) <= {"absent", "inconclusive"} and "inconclusive" in labels
+        # inconclusive; a chance "significant change" (the test's level, 5%) at most smooth
+        assert set(labels) <= {"absent", "inconclusive", "smooth"} and "inconclusive" in labels
+        assert labels.count("smooth") <= 0.1 * len(labels)
     else:
         assert set(labels) == {"smooth"}
 
