@@ -437,6 +437,9 @@ def _scale_figure(data: FigureData, task: str, view: View) -> Figure | None:
         extra = [FIT_ENTRY] if len(rows) else []
         if np.isfinite(rows["threshold"].to_numpy(dtype=float)).any():
             extra.append(THRESHOLD_ENTRY)
+        shown = rows["classification"].astype(str).isin(["emergent", "inconclusive"]).to_numpy()
+        if np.isfinite(rows.loc[shown, "seed_threshold_low"].to_numpy(dtype=float)).any():
+            extra.append(SEED_ENTRY)
         handles = _depth_handles(data, {d: depth_label(d) for d in depths}, extra)
         ncols, bottom = legend_layout(len(handles), grid_width(len(metrics)))
         fig, axes = new_figure(len(metrics), bottom=bottom, title_lines=max(len(t) for t in titles))
@@ -511,6 +514,7 @@ def _depth_handles(data: FigureData, labels: dict[object, str], extra: list[tupl
 
 FIT_ENTRY = ("--", "", "best fit")
 THRESHOLD_ENTRY = ("-", "D", "threshold, 95% CI")
+SEED_ENTRY = ("-", "|", "per-seed threshold intervals")
 
 
 def _phase_metric(data: FigureData, df: pd.DataFrame) -> str | None:
