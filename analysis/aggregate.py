@@ -71,6 +71,8 @@ def observations(df: pd.DataFrame, x: str, console: Console) -> pd.DataFrame:
         "value",
         "stderr",
         "n_examples",
+        "score_low",
+        "score_high",
         "n_params",
         "answer_len",
         x,

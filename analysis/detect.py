@@ -736,6 +736,7 @@ def metric_check(
     continuous_stderr: Sequence[float] | None = None,
     n_examples: Sequence[float] | float | None = None,
     options: DetectOptions | None = None,
+    detections: tuple[Detection, Detection] | None = None,
 ) -> MetricCheck:
     """Is exact match's jump an artefact of the metric (Schaeffer et al. 2023)?
 
@@ -746,14 +747,20 @@ def metric_check(
        match's, makes it `persists` (also when ^L fits: then the per-token accuracy itself jumped).
     3. Otherwise a continuous metric improving steadily over exact match's floor sizes: `metric_induced`.
     4. Else `inconclusive`.
+    `detections`: the two curves' `detect` results on exactly these sizes, when the caller has them.
     "Steadily": over the floor sizes (at least 3) it rises by at least 2 SE of a difference, and not all in
     its last step (its last step before exact match rises is at most 2/3 of it; a power law's first steps
     are its largest), so a metric that lifts one size before exact match
     (a joint jump seen at coarse sizes) does not count as a smooth precursor."""
     opts = options or DetectOptions()
     x = np.asarray(sizes, dtype=float)
-    em = detect(x, exact, exact_spec, stderr=exact_stderr, n_examples=n_examples, options=opts)
-    ct = detect(x, continuous, continuous_spec, stderr=continuous_stderr, n_examples=n_examples, options=opts)
+    if detections is not None:  # both curves already detected on these sizes (a report's pipeline)
+        em, ct = detections
+    else:
+        em = detect(x, exact, exact_spec, stderr=exact_stderr, n_examples=n_examples, options=opts)
+        ct = detect(
+            x, continuous, continuous_spec, stderr=continuous_stderr, n_examples=n_examples, options=opts
+        )
     if em.verdict != "emergent":
         return MetricCheck("no_jump", f"exact match is {em.verdict}: nothing to explain", em, ct, None, False)
     order = np.argsort(x)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
@@ -345,7 +346,28 @@ def _draw_curve(
         ax.axvline(threshold, color=color, linestyle=":", linewidth=1.2, zorder=4)
         if has_ci:
             ax.axvspan(low, high, color=color, alpha=0.12, linewidth=0)
+    if str(row["classification"]) in ("emergent", "inconclusive"):
+        _draw_seed_intervals(ax, curve, color)
     return str(row["classification"])
+
+
+SEED_TICK_Y = 0.03  # axes fraction of the lowest per-seed interval; each further seed one step higher
+SEED_TICK_STEP = 0.025
+
+
+def _draw_seed_intervals(ax: Axes, curve: CurveResult | None, color: str) -> None:
+    """Each jumping seed's threshold interval (the two sizes that bracket its step) as a bar with end ticks
+    near the bottom of the panel: the spread of the per-seed thresholds."""
+    if curve is None or curve.detection is None:
+        return
+    jumps = [c for c in curve.detection.per_seed if c.verdict == "jump"]
+    trans = ax.get_xaxis_transform()
+    for j, seed in enumerate(jumps):
+        y = SEED_TICK_Y + SEED_TICK_STEP * j
+        ax.plot([seed.lo, seed.hi], [y, y], "-", color=color, linewidth=1.0, alpha=0.8, transform=trans,
+                zorder=5, solid_capstyle="butt")  # fmt: skip
+        ax.plot([seed.lo, seed.hi], [y, y], "|", color=color, markersize=4, markeredgewidth=1.0, alpha=0.8,
+                transform=trans, zorder=5)  # fmt: skip
 
 
 def _panel_metrics(data: FigureData, pts: pd.DataFrame) -> list[str]:
@@ -411,6 +433,9 @@ def _scale_figure(data: FigureData, task: str, view: View) -> Figure | None:
         extra = [FIT_ENTRY] if len(rows) else []
         if np.isfinite(rows["threshold"].to_numpy(dtype=float)).any():
             extra.append(THRESHOLD_ENTRY)
+        shown = rows["classification"].astype(str).isin(["emergent", "inconclusive"]).to_numpy()
+        if np.isfinite(rows.loc[shown, "seed_threshold_low"].to_numpy(dtype=float)).any():
+            extra.append(SEED_ENTRY)
         handles = _depth_handles(data, {d: depth_label(d) for d in depths}, extra)
         ncols, bottom = legend_layout(len(handles), grid_width(len(metrics)))
         fig, axes = new_figure(len(metrics), bottom=bottom, title_lines=max(len(t) for t in titles))
@@ -485,6 +510,7 @@ def _depth_handles(data: FigureData, labels: dict[object, str], extra: list[tupl
 
 FIT_ENTRY = ("--", "", "best fit")
 THRESHOLD_ENTRY = ("-", "D", "threshold, 95% CI")
+SEED_ENTRY = ("-", "|", "per-seed threshold intervals")
 
 
 def _phase_metric(data: FigureData, df: pd.DataFrame) -> str | None:

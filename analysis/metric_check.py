@@ -2,52 +2,40 @@
 
 For every task measured with exact match and at least one continuous metric (token_accuracy, edit_distance,
 answer_logprob, brier), on subtask `all` of its main split (`test` when present), and for every depth of it
-when the curves are grouped by depth:
+when the curves are grouped by depth, `detect.metric_check` decides, in this order:
 
-- `no_jump`: exact match is not classified `emergent`: there is nothing to explain.
-- `metric_induced`: exact match is emergent, and a continuous metric was already improving measurably
-  across the sizes where exact match sat at its floor (the sizes before its rise starts, its 10% point).
-  "Measurably": the least-squares slope of the continuous metric against log-size over those sizes is
-  `z_min` standard errors above zero (with fewer than 4 observations: the change between the first and last
-  floor size exceeds `z_min` x sqrt(2) x the metric's SE), and the change is at least `min_frac` of the
-  metric's range.
-- `persists`: exact match is emergent, no continuous metric moved while it sat at its floor, and a
-  continuous metric jumps at the same place: either it is itself `emergent` with a threshold within
-  `same_place_decades` of exact match's (`continuous_jumps_with_em`), or its change across exact match's rise
-  (from the last floor size to the first size past the rise's 90% point, or past the threshold) exceeds what
-  its floor trend predicts by `z_min` standard errors and by `min_frac` of its range
-  (`continuous_jump_excess`, `continuous_jump_z`).
-- `inconclusive`: exact match is emergent but the data cannot tell: fewer than 2 sizes sit at its floor,
-  or no continuous metric either moved at the floor or jumped with it (e.g. a noisy, flat continuous metric).
+- `no_jump`: exact match is not classified `emergent` in thresholds.csv (after the false-discovery control):
+  there is nothing to explain.
+- `metric_induced`: where the answer length L is known, exact match ~ token_accuracy^L within noise and
+  token accuracy improves steadily across the sizes where exact match sits at its floor (`pow_l_explains`,
+  `steady_at_floor`);
+- `persists`: a continuous metric is itself emergent, its threshold within `same_place_decades` of exact
+  match's (`continuous_jumps_with_em`);
+- `metric_induced`: a continuous metric improves steadily across exact match's floor sizes (at least 3);
+- `inconclusive`: none of these.
 
-Where the answer length L is known, `em_vs_ta_pow_L_mae` / `_max` say how well exact match ~= token_accuracy^L
-holds across sizes (it is exact for independent per-token errors).
+`em_rise_start` is the last size at exact match's floor (the lower of the two sizes that bracket its jump).
+
+With several continuous metrics, the first verdict in that order wins (metrics in the contract's order).
+`em_vs_ta_pow_L_mae` / `_max` say how well exact match ~= token_accuracy^L holds across sizes (it is exact
+for independent per-token errors).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from emergence_lab.analysis import detect
 from emergence_lab.analysis.aggregate import add_depth, curve_keys
-from emergence_lab.analysis.options import CheckOptions
-from emergence_lab.analysis.schema import CONTINUOUS, DISCONTINUOUS, equals, unit_range
-
-
-def _floor_change(u: np.ndarray, y: np.ndarray, se: float, opts: CheckOptions) -> tuple[float, float]:
-    """(change over the floor sizes, its z-score) of an oriented continuous metric."""
-    sizes = np.unique(u)
-    span = sizes[-1] - sizes[0]
-    if len(y) >= 4 and len(sizes) >= 3:
-        fit = stats.linregress(u, y)
-        z = fit.slope / fit.stderr if fit.stderr > 0 else np.sign(fit.slope) * np.inf
-        return float(fit.slope * span), float(z)
-    first, last = y[u == sizes[0]].mean(), y[u == sizes[-1]].mean()
-    denom = np.sqrt(2.0) * se
-    return float(last - first), float((last - first) / denom) if denom > 0 else np.inf * np.sign(last - first)
+from emergence_lab.analysis.curves import curve_seed, detect_options, spec_of
+from emergence_lab.analysis.detect import Detection
+from emergence_lab.analysis.options import CheckOptions, Criteria
+from emergence_lab.analysis.schema import CONTINUOUS, DISCONTINUOUS, equals
 
 
 def metric_check(
@@ -57,9 +45,14 @@ def metric_check(
     directions: dict[str, bool],
     opts: CheckOptions,
     by: str = "none",
+    criteria: Criteria | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    detections: Sequence[Detection | None] | None = None,
 ) -> pd.DataFrame:
     """One row per task (per task and depth with `by = "depth"`; per model size too on the step axis);
-    the `depth` column is always there (empty unless `by = "depth"`)."""
+    the `depth` column is always there (empty unless `by = "depth"`). `detections[i]`: the detector's
+    result for row i of `thresholds` (reused where both curves were detected on the same sizes)."""
     group_keys = [k for k in curve_keys(x, by) if k not in ("split", "subtask", "metric")]
     columns = [*group_keys, "split", "verdict"]
     if thresholds.empty:
@@ -84,11 +77,33 @@ def metric_check(
         for k, v in {**key, "split": split}.items():
             col = top_obs[k]
             mask &= equals(col, v) if not pd.isna(v) else col.isna().to_numpy()
-        rows.append(_check_task(key, split, by_metric, top_obs.loc[mask], directions, opts))
+        opt = detect_options(criteria or Criteria(), n_boot, 0)
+        rows.append(
+            _check_task(key, split, by_metric, top_obs.loc[mask], directions, opts, opt, seed, detections)
+        )
     table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
     if "depth" in table.columns:
         table["depth"] = pd.array(table["depth"].astype(object).where(table["depth"].notna()), dtype="Int64")
     return add_depth(table, after="task")
+
+
+# the order in which one continuous metric's verdict beats another's
+_RANK = {"metric_induced_pow": 0, "persists": 1, "metric_induced": 2, "inconclusive": 3}
+
+
+def _per_size(
+    obs: pd.DataFrame, metric: str, sizes: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The observations of one metric at each size, and the evaluation stderr per size (None if unknown)."""
+    part = obs.loc[equals(obs["metric"], metric)]
+    xs = part["x"].to_numpy(float)
+    values = part["value"].to_numpy(float)
+    se = part["stderr"].to_numpy(float) if "stderr" in part.columns else np.full(len(part), np.nan)
+    obs_at = [values[xs == s] for s in sizes]
+    stderr = np.array(
+        [np.nanmedian(se[xs == s]) if np.isfinite(se[xs == s]).any() else np.nan for s in sizes]
+    )
+    return obs_at, stderr if np.isfinite(stderr).any() else None
 
 
 def _check_task(
@@ -98,73 +113,75 @@ def _check_task(
     obs: pd.DataFrame,
     directions: dict[str, bool],
     opts: CheckOptions,
+    det_opts: detect.DetectOptions,
+    seed: int,
+    detections: Sequence[Detection | None] | None,
 ) -> dict[str, Any]:
     em = by_metric[DISCONTINUOUS]
     continuous = [c for c in CONTINUOUS if c in by_metric]
     row: dict[str, Any] = {**key, "split": split, "em_classification": em["classification"]}
-    row |= {"em_threshold": em.get("threshold", np.nan), "em_rise_start": em.get("rise_start", np.nan)}
+    # the last size at exact match's floor (the lower size bracketing its jump): the artefact figure shades
+    # the floor sizes up to it
+    row |= {"em_threshold": em.get("threshold", np.nan), "em_rise_start": em.get("bracket_low", np.nan)}
     row |= _power_law_fit(obs)
+    length = row["answer_len"]
     chosen = continuous[0]
+    verdict, reason = "no_jump", f"exact match is {em['classification']}: nothing to explain"
+    pow_ok: bool | None = None
+    steady = False
     floor_sizes = 0
-    verdict, reason = "no_jump", "exact match is not emergent"
-    improvements: dict[str, tuple[float, float]] = {}
     if em["classification"] == "emergent":
-        start = float(em["rise_start"])
-        in_floor = obs["x"].to_numpy(dtype=float) < start
-        floor_sizes = int(obs.loc[in_floor, "x"].nunique())
-        for metric in continuous:
-            part = obs.loc[in_floor & equals(obs["metric"], metric)]
-            if part["x"].nunique() < 2:
+        em_x = np.unique(obs.loc[equals(obs["metric"], DISCONTINUOUS), "x"].to_numpy(float))
+        best: tuple[int, str, detect.MetricCheck] | None = None
+        for name in continuous:
+            cont_x = np.unique(obs.loc[equals(obs["metric"], name), "x"].to_numpy(float))
+            sizes = np.intersect1d(em_x, cont_x)
+            if sizes.size < det_opts.plateau + 2:
                 continue
-            sign = 1.0 if directions.get(metric, True) else -1.0
-            se = float(by_metric[metric].get("noise_se", np.nan))
-            change, z = _floor_change(
-                part["u"].to_numpy(float), sign * part["value"].to_numpy(float), se, opts
+            em_obs, em_se = _per_size(obs, DISCONTINUOUS, sizes)
+            ct_obs, ct_se = _per_size(obs, name, sizes)
+            em_key = {**key, "split": split, "subtask": "all", "metric": DISCONTINUOUS}
+            known = None
+            if detections is not None and sizes.size == em_x.size == cont_x.size:
+                pair = (detections[em.name], detections[by_metric[name].name])
+                known = pair if pair[0] is not None and pair[1] is not None else None
+            check = detect.metric_check(
+                sizes,
+                em_obs,
+                ct_obs,
+                spec_of(DISCONTINUOUS, True),
+                spec_of(name, directions.get(name, True)),
+                answer_len=int(length) if np.isfinite(length) else None,
+                same_place_decades=opts.same_place_decades,
+                exact_stderr=em_se,
+                continuous_stderr=ct_se,
+                options=replace(det_opts, seed=curve_seed(em_key, seed)),
+                detections=known,
             )
-            improvements[metric] = (change, z)
-        rng = {m: unit_range(m) or abs(float(by_metric[m].get("rise", np.nan))) for m in continuous}
-        moving = [m for m, (c, z) in improvements.items() if z >= opts.z_min and c >= opts.min_frac * rng[m]]
-        jumps = {m: _jump_across_rise(obs, m, em, by_metric[m], directions, opts) for m in continuous}
-        jumping = [
-            m
-            for m in continuous
-            if _same_place(by_metric[m], em, opts)
-            or (jumps[m][1] >= opts.z_min and jumps[m][0] >= opts.min_frac * rng[m])
-        ]
-        if floor_sizes < 2:
-            verdict = "inconclusive"
-            reason = f"{floor_sizes} size(s) at exact match's floor: too few to see a continuous metric move"
-        elif moving:
-            chosen = moving[0]
-            change, z = improvements[chosen]
-            verdict = "metric_induced"
-            reason = f"{chosen} improved by {change:.3g} (z = {z:.1f}) while exact match sat at its floor"
-        elif jumping:
-            chosen = jumping[0]
-            excess, jz = jumps[chosen]
-            verdict = "persists"
-            reason = (
-                f"no continuous metric moved while exact match sat at its floor; {chosen} jumps with it "
-                f"(excess over its floor trend {excess:.3g}, z = {jz:.1f})"
-            )
+            label = check.verdict
+            if label == "metric_induced" and check.pow_l_explains and check.steady_at_floor:
+                label = "metric_induced_pow"
+            if label not in _RANK:
+                continue  # no_jump here: exact match at these sizes alone is not emergent
+            if best is None or _RANK[label] < best[0]:
+                best = (_RANK[label], name, check)
+        if best is None:
+            verdict, reason = "inconclusive", "no continuous metric measured at enough of exact match's sizes"
         else:
-            verdict = "inconclusive"
-            reason = "no continuous metric moved at exact match's floor, and none jumped with it"
-    else:
-        jumps = {}
+            _, chosen, check = best
+            verdict, reason = check.verdict, check.reason
+            pow_ok, steady = check.pow_l_explains, check.steady_at_floor
+            if check.exact.bracket is not None:
+                floor_sizes = int((em_x <= check.exact.bracket[0]).sum())
     cont = by_metric[chosen]
-    same_place = _same_place(cont, em, opts)
-    change, z = improvements.get(chosen, (np.nan, np.nan))
     row |= {
         "continuous_metric": chosen,
         "continuous_classification": cont["classification"],
         "continuous_threshold": cont.get("threshold", np.nan),
-        "continuous_jumps_with_em": same_place,
+        "continuous_jumps_with_em": _same_place(cont, em, opts),
         "floor_sizes": floor_sizes,
-        "continuous_floor_change": change,
-        "continuous_floor_z": z,
-        "continuous_jump_excess": jumps.get(chosen, (np.nan, np.nan))[0],
-        "continuous_jump_z": jumps.get(chosen, (np.nan, np.nan))[1],
+        "pow_l_explains": pow_ok,
+        "steady_at_floor": steady,
         "verdict": verdict,
         "reason": reason,
     }
@@ -180,39 +197,6 @@ def _same_place(cont: pd.Series, em: pd.Series, opts: CheckOptions) -> bool:
         and np.isfinite(t_em)
         and abs(np.log10(t_cont) - np.log10(t_em)) <= opts.same_place_decades
     )
-
-
-def _jump_across_rise(
-    obs: pd.DataFrame,
-    metric: str,
-    em: pd.Series,
-    cont: pd.Series,
-    directions: dict[str, bool],
-    opts: CheckOptions,
-) -> tuple[float, float]:
-    """(excess, z): how much more an oriented continuous metric rises across exact match's rise than its
-    trend over the floor sizes predicts. NaN when the sizes do not bracket the rise."""
-    start = float(em.get("rise_start", np.nan))
-    end = float(em.get("rise_end", np.nan))
-    threshold = float(em.get("threshold", np.nan))
-    part = obs.loc[equals(obs["metric"], metric)]
-    x = part["x"].to_numpy(float)
-    floor, after = x < start, x >= (end if np.isfinite(end) else threshold)
-    if not floor.any() or not after.any():
-        after = x > threshold
-        if not floor.any() or not after.any():
-            return np.nan, np.nan
-    sign = 1.0 if directions.get(metric, True) else -1.0
-    u, y = part["u"].to_numpy(float), sign * part["value"].to_numpy(float)
-    u0, u1 = u[floor].max(), u[after].min()
-    y0, y1 = y[u == u0].mean(), y[u == u1].mean()
-    slope = 0.0
-    if len(np.unique(u[floor])) >= 3:
-        slope = max(float(stats.linregress(u[floor], y[floor]).slope), 0.0)
-    excess = float((y1 - y0) - slope * (u1 - u0))
-    se = float(cont.get("noise_se", np.nan))
-    z = excess / (np.sqrt(2.0) * se) if se > 0 else np.inf * np.sign(excess)
-    return excess, float(z)
 
 
 def _power_law_fit(obs: pd.DataFrame) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from emergence_lab.analysis.aggregate import add_depth, aggregate, observations, resolve_by
 from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.curves import CurveResult, analyse_curves
+from emergence_lab.analysis.detect import VERDICTS, false_discovery
 from emergence_lab.analysis.figures import FigureData, draw_all
 from emergence_lab.analysis.metric_check import metric_check
 from emergence_lab.analysis.options import FIGURE_KINDS, CheckOptions, Criteria
@@ -57,6 +58,7 @@ class Options:
     figures: tuple[str, ...] = FIGURE_KINDS  # the kinds of figure drawn
     metrics: tuple[str, ...] | None = None  # the scale figure's panels (None: every metric)
     study: str | None = None  # the sweep manifest whose analysis block gave defaults
+    primary_metric: str | None = None  # tested on its own, outside the false-discovery control
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -64,13 +66,18 @@ class Options:
     @classmethod
     def from_json(cls, text: str) -> Options:
         raw = json.loads(text)
-        crit = Criteria(**raw.pop("criteria", {}))
-        check = CheckOptions(**raw.pop("check", {}))
+        # an older file's criteria that no longer exist (the AICc classifier's) are dropped
+        crit = Criteria(**_known(Criteria, raw.pop("criteria", {})))
+        check = CheckOptions(**_known(CheckOptions, raw.pop("check", {})))
         known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
         for name in ("figures", "metrics"):
             if isinstance(known.get(name), list):
                 known[name] = tuple(known[name])
         return cls(criteria=crit, check=check, **known)
+
+
+def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
 
 
 @dataclass
@@ -161,8 +168,20 @@ def analyse(
         options.holdout,
         workers,
         by,
+        options.primary_metric,
     )
-    check = metric_check(thresholds, obs, options.x, directions, options.check, by)
+    check = metric_check(
+        thresholds,
+        obs,
+        options.x,
+        directions,
+        options.check,
+        by,
+        options.criteria,
+        options.n_boot_fit,
+        options.seed,
+        [r.detection for r in curves],
+    )
     return Analysis(table, options, obs, points, thresholds, curves, check, by)
 
 
@@ -179,8 +198,17 @@ def summary(analysis: Analysis) -> dict[str, Any]:
     out["curves fitted"] = len(analysis.thresholds)
     if len(analysis.thresholds):
         counts = analysis.thresholds["classification"].value_counts()
-        for label in ("emergent", "smooth", "absent"):
+        for label in VERDICTS:
             out[label] = int(counts.get(label, 0))
+        th = analysis.thresholds
+        family = false_discovery(
+            th["p_value"].to_numpy(dtype=float),
+            analysis.options.criteria.alpha,
+            exempt=th["primary"].fillna(False).to_numpy(dtype=bool),
+        )
+        out["false-discovery control"] = family.statement
+        if analysis.options.primary_metric:
+            out["primary metric"] = analysis.options.primary_metric
     if "n_params_nominal" in t.columns and t["n_params_nominal"].fillna(False).astype(bool).any():
         out["note"] = "some parameter counts are nominal (parsed from model names)"
     return out

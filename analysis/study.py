@@ -4,12 +4,15 @@ A sweep folder's manifest (the contract's MANIFEST_FILE, written by `emergence s
 JSON) may carry
 
     "analysis": {"x": "n_params", "by": "depth", "metrics": [...], "heatmap_metric": "exact_match",
+                 "primary_metric": "exact_match",
                  "figures": ["scale", "phase", "training", "artefact", "positions"]}
 
-Its values are the defaults of `--x`, `--by`, `--metrics`, `--phase-metric` and `--figures`; an option
-given on the command line wins. The manifests looked at are those at the top of every input folder, and,
-for a folder of sweeps, at the top of each of its subfolders. Several blocks that disagree: the first is
-used, with one warning. Cheap: nothing but the manifests is read. No heavy imports.
+Its values are the defaults of `--x`, `--by`, `--metrics`, `--phase-metric`, `--primary-metric` and
+`--figures`; an option given on the command line wins. The primary metric's curves (subtask `all`) are
+tested on their own, outside the false-discovery control over the other curves. The manifests looked at
+are those at the top of every input folder, and, for a folder of sweeps, at the top of each of its
+subfolders. Several blocks that disagree: the first is used, with one warning. Cheap: nothing but the
+manifests is read. No heavy imports.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ OPTION_OF: dict[str, str] = {
     "by": "--by",
     "metrics": "--metrics",
     "heatmap_metric": "--phase-metric",
+    "primary_metric": "--primary-metric",
     "figures": "--figures",
 }
 LIST_KEYS = frozenset({"metrics", "figures"})

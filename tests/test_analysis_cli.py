@@ -127,7 +127,7 @@ def test_criteria_options_change_the_verdict(table_csv: Path, tmp_path: Path) ->
         == 0
     )
     row = pd.read_csv(out / "thresholds.csv").iloc[0]
-    assert row["classification"] == "smooth" and "sharpness" in row["reason"]
+    assert row["classification"] == "smooth" and "decades (> 0.1)" in row["reason"], row["reason"]
     assert "| max_sharpness | 0.1 |" in (out / "report.md").read_text()
 
 
