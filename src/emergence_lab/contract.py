@@ -135,6 +135,14 @@ TRAINING_METRICS: tuple[Metric, ...] = (
     Metric("brier", False, 0.0, 1.0),
     Metric("loss", False, 0.0, None),
 )
+# What the text task measures (tasks/text.py) besides `loss` (nats per byte) and `token_accuracy`.
+TEXT_METRICS: tuple[Metric, ...] = (
+    Metric("bits_per_byte", False, 0.0, None),  # loss / ln 2; 8 for a uniform guess over bytes
+    # Olsson et al. 2022: loss at 80% of seq_len minus loss at 8%; 0 when the context does not help
+    Metric("icl_score", False, None, None, chance=0.0),
+    # copying accuracy on a repeated random sequence; chance 1/|alphabet| is its own row (subtask `chance`)
+    Metric("induction_score", True, 0.0, 1.0),
+)
 # Metrics other sources bring (lm-evaluation-harness, BIG-bench); more can be declared with `declare`.
 SOURCE_METRICS: tuple[Metric, ...] = (
     Metric("acc", True, 0.0, 1.0),
@@ -153,7 +161,7 @@ SOURCE_METRICS: tuple[Metric, ...] = (
     Metric("likelihood_difference", False, 0.0, None),
     Metric("ter", False, 0.0, None),
 )
-_REGISTRY: dict[str, Metric] = {m.name: m for m in (*TRAINING_METRICS, *SOURCE_METRICS)}
+_REGISTRY: dict[str, Metric] = {m.name: m for m in (*TRAINING_METRICS, *TEXT_METRICS, *SOURCE_METRICS)}
 TRAINING_METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in TRAINING_METRICS)
 
 

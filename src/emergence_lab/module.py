@@ -148,7 +148,10 @@ class EmergenceModule(pl.LightningModule):
             out = []
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast()):
                 for split in self.task.splits:
-                    scores = evaluate(
+                    # a task may score a split itself (text: loss per byte, ICL and induction scores)
+                    scores = self.task.evaluate_split(
+                        self.model, split, self.eval_set(split), self.eval_chunk_size
+                    ) or evaluate(
                         self.model,
                         self.eval_set(split),
                         self.task.answer_names(split),

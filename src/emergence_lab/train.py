@@ -215,6 +215,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, previous: dict[str, Any], job_
                 "device": _device_name(str(t.accelerator), devices),
                 "versions": package_versions(),
                 **git_state(),
+                **task.provenance(),  # a text corpus's sha256 and size
             }
         )
         if resume is not None:
