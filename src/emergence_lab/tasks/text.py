@@ -4,11 +4,12 @@ Vocabulary: the 256 byte values, no special tokens. An example is a window of `s
 bytes; the model reads the first `seq_len` and predicts every next byte, so every position is an answer.
 
 Corpus: `path` is a UTF-8 file or a folder of them (every non-hidden file below it, recursively, read in
-sorted order of relative path), each memory-mapped as uint8, so a corpus larger than memory works. With
-`path: null` the corpus is the generated default (tasks/corpus.py), held in memory. The corpus's sha256 (of
-the file; for a folder, of its `sha256sum`-style listing `<hex>  <relative path>` per line) and size go into
-run.json; hashing and the UTF-8 check read each file once and are cached by (absolute path, size, mtime) in
-`$XDG_CACHE_HOME/emergence_lab/corpus-hashes.json` (default `~/.cache/...`) and in memory.
+sorted order of relative path; a file reached twice through a symlink is read once), each memory-mapped as
+uint8, so a corpus larger than memory works. With `path: null` the corpus is the generated default
+(tasks/corpus.py), held in memory. The corpus's sha256 (of the file; for a folder, of its `sha256sum`-style
+listing `<hex>  <relative path>` per line) and size go into run.json; hashing and the UTF-8 check read each
+file once and are cached by (absolute path, size, mtime) in `$XDG_CACHE_HOME/emergence_lab/corpus-hashes.json`
+(default `~/.cache/...`) and in memory.
 
 Split, deterministic and documented: each file is cut into contiguous blocks of
 `max(8 * (seq_len + 1), ceil(total_bytes / 100))` bytes (a file smaller than that is one block, so a folder of
@@ -26,10 +27,12 @@ test set is `test_size` non-overlapping windows of the held-out blocks, evenly s
 Metrics (each evaluation, teacher-forced, one forward pass per window), rows of split `test`:
 - `loss` (nats per byte, mean over every position of every test window), `bits_per_byte` (= loss / ln 2),
   `token_accuracy` (greedy next-byte accuracy);
-- `icl_score` (Olsson et al. 2022): the mean loss of the byte at window position `floor(0.8 * seq_len)`
-  minus that at `floor(0.08 * seq_len)` (0-based positions of the predicted byte among the seq_len
-  predictions; the byte at position p is predicted from p + 1 bytes of context). Negative: later bytes are
-  easier, i.e. the model uses its context. The two losses are also rows (subtasks `pos<p>`, metric `loss`);
+- `icl_score` (Olsson et al. 2022): the mean loss of the bytes at window positions from `floor(0.8 *
+  seq_len)` on, minus that from `floor(0.08 * seq_len)` on, each over a band of `max(1, round(0.05 *
+  seq_len))` positions (0-based positions of the predicted byte among the seq_len predictions; the byte at
+  position p is predicted from p + 1 bytes of context). Olsson used single tokens (the 500th and the 50th)
+  of a large test set; a band cuts the noise of a few hundred windows. Negative: later bytes are easier, so
+  the model uses its context. The two band losses are also rows (subtasks `icl_late`, `icl_early`);
 - `induction_score`: `probe_size` sequences of h = seq_len // 2 bytes drawn uniformly (with replacement)
   from the alphabet of bytes that occur in the training text, each repeated once (2h bytes); the score is the
   greedy accuracy, over the alphabet only, on the second copy except its first byte (nothing before it
@@ -59,7 +62,7 @@ import torch.nn.functional as F
 from emergence_lab.tasks.base import Task, TaskBatch, _mix, make_generator
 from emergence_lab.tasks.corpus import DEFAULT_BYTES, DEFAULT_SEED, generate_corpus
 
-ICL_LATE, ICL_EARLY = 0.8, 0.08
+ICL_LATE, ICL_EARLY, ICL_BAND = 0.8, 0.08, 0.05
 _TARGET_BLOCKS = 100
 _MIN_TEST_WINDOWS = 4
 _HASH_CHUNK = 1 << 22
@@ -228,6 +231,12 @@ class Text(Task):
             self._probe[key] = torch.cat([half, half], dim=1).to(device)
         return self._probe[key]
 
+    def icl_bands(self) -> tuple[slice, slice]:
+        """The (late, early) window positions whose losses `icl_score` compares."""
+        band = max(1, round(ICL_BAND * self.context))
+        late, early = int(ICL_LATE * self.context), int(ICL_EARLY * self.context)
+        return slice(late, min(late + band, self.context)), slice(early, early + band)
+
     @torch.no_grad()
     def evaluate_split(
         self, model: Model, split: str, batch: TaskBatch, chunk_size: int = 1024
@@ -244,14 +253,14 @@ class Text(Task):
         n = len(batch)
         per_pos = loss_sum / n
         loss = per_pos.mean().item()
-        late, early = int(ICL_LATE * self.context), int(ICL_EARLY * self.context)
+        late, early = self.icl_bands()
         out = [
             ("all", "loss", loss),
             ("all", "bits_per_byte", loss / math.log(2)),
             ("all", "token_accuracy", hits / (n * self.context)),
-            ("all", "icl_score", (per_pos[late] - per_pos[early]).item()),
-            (f"pos{early}", "loss", per_pos[early].item()),
-            (f"pos{late}", "loss", per_pos[late].item()),
+            ("all", "icl_score", (per_pos[late].mean() - per_pos[early].mean()).item()),
+            ("icl_early", "loss", per_pos[early].mean().item()),
+            ("icl_late", "loss", per_pos[late].mean().item()),
             ("all", "induction_score", self.induction_score(model, batch.tokens.device, chunk_size)),
             ("chance", "induction_score", 1.0 / self.alphabet.numel()),
             ("unigram", "bits_per_byte", self._unigram_bits(batch.tokens[:, 1:])),
@@ -324,6 +333,10 @@ def _list_files(root: Path) -> list[Path]:
             ),
             key=lambda p: p.relative_to(root).as_posix(),
         )
+        # a file reached twice (a symlink to another file of the folder) is read once, else its text could
+        # sit on both sides of the split
+        seen: set[Path] = set()
+        files = [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]  # type: ignore[func-returns-value]
         if not files:
             raise ValueError(f"text corpus folder {root} holds no files")
     if all(f.stat().st_size == 0 for f in files):
