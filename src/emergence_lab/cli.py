@@ -16,6 +16,7 @@ commands:
   analyze   collect results into one table, fit thresholds, draw figures and a report
   figures   rebuild every figure and the report from <dir>/results.parquet
   bench     side-by-side speed benchmarks (train | analysis)
+  generate  sample text from a run's checkpoint            (emergence generate RUN --prompt TEXT --tokens N)
 """
 
 
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         from emergence_lab.analysis.cli import figures_main
 
         return figures_main(rest)
+    if command == "generate":
+        from emergence_lab.generate import generate_cli
+
+        return generate_cli(rest)
     if command == "bench":
         from emergence_lab.bench import bench_cli
 
