@@ -67,6 +67,7 @@ LOWER_IS_BETTER: frozenset[str] = frozenset(
         "edit_distance",
         "brier",
         "loss",
+        "icl_score",  # the text task's: loss late in the window minus loss early (contract.TEXT_METRICS)
         "perplexity",
         "ppl",
         "word_perplexity",
@@ -92,6 +93,7 @@ UNIT_RANGE: frozenset[str] = frozenset(
         "em",
         "pct_stereotype",
         "contains",
+        "induction_score",
     }
 )
 

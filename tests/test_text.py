@@ -19,7 +19,7 @@ from emergence_lab.model import Transformer, TransformerConfig
 from emergence_lab.tasks.corpus import generate_corpus
 from emergence_lab.tasks.text import Text
 
-DEFAULT_SHA256 = "cc0006a0b35e653597e955e54c02b9e550c8c1267267758a4137218910ca2154"
+DEFAULT_SHA256 = "7c1054056160d51cedd3cbc2ddac4f07b77fed79d3f25fe71701fd95500d7364"
 
 
 @pytest.fixture(autouse=True)
@@ -46,8 +46,8 @@ def _lines(n: int, tag: str = "") -> str:
 def test_default_corpus_is_pinned():
     data = generate_corpus()
     assert hashlib.sha256(data).hexdigest() == DEFAULT_SHA256
-    assert len(data) == 1_000_031
-    assert data.startswith(b"Nirobrir and the coin\n\n")
+    assert len(data) == 1_000_428
+    assert data.startswith(b"Loutitheik and the kettle\n\nThe sign at the well of Mougu said \"1pjso2krv\".")
     assert Text(seq_len=64).provenance()["corpus"]["sha256"] == DEFAULT_SHA256
 
 

@@ -2,13 +2,14 @@
 
 Why generated: `task=text` must run offline on a fresh machine, and no text written by anyone else may be
 copied into the repository. Why this grammar: the corpus should reward in-context learning. Every document
-invents its own cast: two to four characters and one or two places with made-up names (random syllables,
-so a name cannot be memorised from the training set), and a few objects. The sentences then keep returning
-to that cast, so once a name has appeared, its remaining letters are predictable only by copying them from
-earlier in the context, the job of an induction head. Some documents also repeat a refrain verbatim, a
-longer span to copy. Everything else (the templates, verbs, adjectives, punctuation) is a fixed, learnable
-grammar. The text is ASCII (so UTF-8), documents end with a blank line, and a typical sentence is 25-50
-bytes, so a name recurs within a 64-128 byte window.
+invents its own cast: two to four characters and one or two places with made-up names (random syllables, so a
+name cannot be memorised from the training set), a few objects, and a secret word of 5-9 random letters and
+digits. The sentences then keep returning to that cast and that word, so once a name or the word has appeared,
+its remaining characters are predictable only by copying them from earlier in the context, the job of an
+induction head. Longer spans repeat too: one sentence in five is echoed right after itself ("Again: ..."), and
+half the documents come back to a refrain sentence. Everything else (the templates, verbs, adjectives,
+punctuation) is a fixed, learnable grammar. The text is ASCII (so UTF-8), documents end with a blank line, and
+a typical sentence is 25-50 bytes, so a name recurs within a 64-128 byte window.
 
 Every draw goes through `random.Random(seed).random()`, the one method (with seeding) whose stream Python
 guarantees across versions (`choice` and `randrange` are not guaranteed); `tests/test_text.py` pins the
@@ -50,6 +51,7 @@ _ADJECTIVES = ("old", "small", "red", "quiet", "broken", "bright", "heavy", "str
 _PLACE_NOUNS = ("mill", "harbour", "tower", "garden", "market", "bridge", "forest", "chapel", "well", "farm")
 _MOVES = ("walked", "ran", "rode", "sailed", "climbed", "returned")
 _FEELINGS = ("happy", "tired", "worried", "angry", "calm", "hungry", "proud")
+_CODE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 _TIMES = ("In the morning", "At noon", "That evening", "Later", "At dawn", "After the rain")
 
 
@@ -78,7 +80,12 @@ def _name(rng: _Draw) -> str:
     return ("".join(syllables) + rng.choice(_CODAS)).capitalize()
 
 
+def _code(rng: _Draw) -> str:
+    return "".join(rng.choice(_CODE_CHARS) for _ in range(5 + rng.below(5)))
+
+
 def _document(rng: _Draw) -> str:
+    secret = _code(rng)
     cast = list(dict.fromkeys(_name(rng) for _ in range(2 + rng.below(3))))
     places = [f"the {rng.choice(_PLACE_NOUNS)} of {_name(rng)}" for _ in range(1 + rng.below(2))]
     things = rng.sample(_OBJECTS, 2 + rng.below(2))
@@ -115,8 +122,25 @@ def _document(rng: _Draw) -> str:
         a = who()
         return f"{a} saw {other(a)} near {rng.choice(places)} with the {rng.choice(things)}."
 
-    templates: tuple[Callable[[], str], ...] = (s_move, s_meet, s_give, s_find, s_say, s_feel, s_see)
-    refrain = s_see() if rng.random() < 0.3 else None
+    def s_sign() -> str:
+        return f'The sign at {rng.choice(places)} said "{secret}".'
+
+    def s_word() -> str:
+        a = who()
+        return f"{a} whispered the word {secret} to {other(a)}."
+
+    templates: tuple[Callable[[], str], ...] = (
+        s_move,
+        s_meet,
+        s_give,
+        s_find,
+        s_say,
+        s_feel,
+        s_see,
+        s_sign,
+        s_word,
+    )
+    refrain = s_see() if rng.random() < 0.5 else None
     title = f"{cast[0]} and the {things[0]}"
     sentences = []
     for _ in range(5 + rng.below(8)):
@@ -124,6 +148,8 @@ def _document(rng: _Draw) -> str:
             sentences.append(refrain)
         else:
             sentences.append(rng.choice(templates)())
+        if rng.random() < 0.2:  # an echo: the same span twice in a row, as the induction probe has it
+            sentences.append("Again: " + sentences[-1])
     # a few sentences to a line, as in a paragraph
     lines, line = [], []
     for s in sentences:
