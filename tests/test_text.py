@@ -47,7 +47,7 @@ def test_default_corpus_is_pinned():
     data = generate_corpus()
     assert hashlib.sha256(data).hexdigest() == DEFAULT_SHA256
     assert len(data) == 1_000_428
-    assert data.startswith(b"Loutitheik and the kettle\n\nThe sign at the well of Mougu said \"1pjso2krv\".")
+    assert data.startswith(b'Loutitheik and the kettle\n\nThe sign at the well of Mougu said "1pjso2krv".')
     assert Text(seq_len=64).provenance()["corpus"]["sha256"] == DEFAULT_SHA256
 
 

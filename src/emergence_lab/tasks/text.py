@@ -22,7 +22,8 @@ holds none.
 
 Training batches are uniform random windows of the training blocks, drawn with a CPU generator seeded by
 (seed, step) and then moved to the device: resume is exact, and CPU and CUDA runs see the same stream. The
-test set is `test_size` non-overlapping windows of the held-out blocks, evenly spaced, fixed for every run.
+test set is `test_size` non-overlapping windows of the held-out blocks (all of them if there are fewer),
+evenly spaced, fixed for every run.
 
 Metrics (each evaluation, teacher-forced, one forward pass per window), rows of split `test`:
 - `loss` (nats per byte, mean over every position of every test window), `bits_per_byte` (= loss / ln 2),
