@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from emergence_lab.tasks import TASKS, Addition, Composition, Modular, Parity, Recall, Task, TaskBatch
+from emergence_lab.tasks import TASKS, Addition, Composition, Modular, Parity, Recall, Task, TaskBatch, Text
 from emergence_lab.tasks.base import prompt_hash
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
@@ -136,7 +136,19 @@ def _check_composition(task: Composition, batch: TaskBatch, split: str) -> None:
         assert row[k + 1 :] == (chain if task.show_steps else [y]), row
 
 
+def _check_text(task: Task, batch: TaskBatch, split: str) -> None:
+    """Every window is consecutive corpus bytes from its own side of the split (more in test_text.py)."""
+    assert isinstance(task, Text)
+    corpus = b"".join(bytes(a) for a in task._arrays)
+    blocks = task.train_blocks if split == "train" else task.test_blocks
+    assert torch.equal(batch.answer_pos, torch.arange(1, task.seq_len(split)))
+    for row in batch.tokens.tolist()[:50]:
+        at = corpus.find(bytes(row))
+        assert at >= 0 and any(b.start <= at and at + len(row) <= b.stop for b in blocks)
+
+
 CHECKERS = {
+    Text: _check_text,
     Addition: _check_addition,
     Modular: _check_modular,
     Recall: _check_recall,

@@ -17,6 +17,7 @@ commands:
   figures   rebuild every figure and the report from <dir>/results.parquet
   calibrate detection and false-emergent rates of the verdicts on synthetic ladders with known truth
   bench     side-by-side speed benchmarks (train | analysis | gpu)
+  generate  sample text from a run's checkpoint            (emergence generate RUN --prompt TEXT --tokens N)
 """
 
 
@@ -50,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from emergence_lab.analysis.calibration import calibrate_main
 
         return calibrate_main(rest)
+    if command == "generate":
+        from emergence_lab.generate import generate_cli
+
+        return generate_cli(rest)
     if command == "bench":
         from emergence_lab.bench import bench_cli
 

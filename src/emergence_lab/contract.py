@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
@@ -52,6 +53,15 @@ def live_status(run_dir: Path, status: str) -> str:
     except OSError:  # a read-only folder: the lock cannot be tried, so trust run.json
         return "running"
     return "interrupted"
+
+
+class Score(NamedTuple):
+    """One measurement of an evaluation: a results row's subtask, metric, value and n_examples."""
+
+    subtask: str
+    metric: str
+    value: float
+    n_examples: int  # examples behind the value (its binomial standard error needs it)
 
 
 # ---- columns --------------------------------------------------------------------------------------------
@@ -163,6 +173,14 @@ TRAINING_METRICS: tuple[Metric, ...] = (
     Metric("brier", False, 0.0, 1.0),
     Metric("loss", False, 0.0, None),
 )
+# What the text task measures (tasks/text.py) besides `loss` (nats per byte) and `token_accuracy`.
+TEXT_METRICS: tuple[Metric, ...] = (
+    Metric("bits_per_byte", False, 0.0, None),  # loss / ln 2; 8 for a uniform guess over bytes
+    # Olsson et al. 2022: loss at 80% of seq_len minus loss at 8%; 0 when the context does not help
+    Metric("icl_score", False, None, None, chance=0.0),
+    # copying accuracy on a repeated random sequence; chance 1/|alphabet| is its own row (subtask `chance`)
+    Metric("induction_score", True, 0.0, 1.0),
+)
 # Metrics other sources bring (lm-evaluation-harness, BIG-bench); more can be declared with `declare`.
 SOURCE_METRICS: tuple[Metric, ...] = (
     Metric("acc", True, 0.0, 1.0),
@@ -181,7 +199,7 @@ SOURCE_METRICS: tuple[Metric, ...] = (
     Metric("likelihood_difference", False, 0.0, None),
     Metric("ter", False, 0.0, None),
 )
-_REGISTRY: dict[str, Metric] = {m.name: m for m in (*TRAINING_METRICS, *SOURCE_METRICS)}
+_REGISTRY: dict[str, Metric] = {m.name: m for m in (*TRAINING_METRICS, *TEXT_METRICS, *SOURCE_METRICS)}
 TRAINING_METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in TRAINING_METRICS)
 
 

@@ -4,21 +4,14 @@ per-subtask and per-answer-position breakdowns. Plain torch; runs in batches on 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 
+from emergence_lab.contract import Score
 from emergence_lab.metrics import METRICS, all_metrics
 from emergence_lab.tasks.base import TaskBatch
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] -> logits [B, T, V]
-
-
-class Score(NamedTuple):
-    subtask: str
-    metric: str
-    value: float
-    n_examples: int  # examples behind the value (its binomial standard error needs it)
 
 
 @torch.no_grad()

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.throughput import get_available_flops
 
-from emergence_lab.evaluation import Score, evaluate
+from emergence_lab.contract import Score
+from emergence_lab.evaluation import evaluate
 from emergence_lab.model import Transformer
 from emergence_lab.run.optim import OptimConfig, build_optimizer
 from emergence_lab.tasks.base import Task, TaskBatch
@@ -128,7 +129,10 @@ class EmergenceModule(pl.LightningModule):
             out = []
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast()):
                 for split in self.task.splits:
-                    scores = evaluate(
+                    # a task may score a split itself (text: loss per byte, ICL and induction scores)
+                    scores = self.task.evaluate_split(
+                        self.model, split, self.eval_set(split), self.eval_chunk_size
+                    ) or evaluate(
                         self.model,
                         self.eval_set(split),
                         self.task.answer_names(split),

@@ -170,6 +170,7 @@ def _train_locked(
                 "device": _device_name(str(t.accelerator), devices),
                 "versions": package_versions(),
                 **git_state(),
+                **spec.task.provenance(),  # a text corpus's sha256 and size
             }
         )
         resume = _prepare_resume(folder, rid)

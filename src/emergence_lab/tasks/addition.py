@@ -78,3 +78,14 @@ class Addition(Task):
         tokens = torch.cat([a, plus, b, eq, answer], dim=1)
         answer_pos = torch.arange(2 * d + 2, 3 * d + 3, device=dev)
         return TaskBatch(tokens, answer_pos)
+
+    def encode(self, text: str) -> list[int]:
+        """`"123+456="` -> tokens: digits, `+` and `=` (operands zero-padded as in training)."""
+        table = {**{str(d): d for d in range(10)}, "+": PLUS, "=": EQUALS}
+        bad = sorted({c for c in text if c not in table and not c.isspace()})
+        if bad:
+            raise ValueError(f"addition prompts use digits, '+' and '=' only; got {''.join(bad)!r}")
+        return [table[c] for c in text if c in table]
+
+    def decode(self, tokens: list[int]) -> str:
+        return "".join("+" if t == PLUS else "=" if t == EQUALS else str(t) for t in tokens)

@@ -17,9 +17,13 @@ moved, so they are the same examples wherever a run executes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from emergence_lab.contract import Score
 
 _HASH_MOD = 2_147_483_647  # 2^31 - 1: every value stays below 2^31 and every product below 2^62
 _HASH_MUL = 1_000_003
@@ -125,6 +129,37 @@ class Task(ABC):
         """Names of the answer positions, used as per-position subtasks ("pos0", "pos1", ...)."""
         n = int(self.sample(1, make_generator(0, "cpu"), split).answer_pos.numel())
         return tuple(f"pos{i}" for i in range(n))
+
+    def evaluate_split(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        split: str,
+        batch: TaskBatch,
+        chunk_size: int = 1024,
+    ) -> list[Score] | None:
+        """A task whose scores are not answer-span metrics (language modelling) scores a split itself and
+        returns its Scores; None, the default, means the generic evaluation."""
+        return None
+
+    def provenance(self) -> dict[str, Any]:
+        """What run.json records about the task's data beyond its config (a text corpus's hash)."""
+        return {}
+
+    def encode(self, text: str) -> list[int]:
+        """A prompt as tokens (`emergence generate`). Default: whitespace-separated token ids."""
+        try:
+            tokens = [int(t) for t in text.split()]
+        except ValueError:
+            raise ValueError(
+                f"task {self.name!r} reads a prompt as token ids 0..{self.vocab_size - 1}"
+            ) from None
+        if any(not 0 <= t < self.vocab_size for t in tokens):
+            raise ValueError(f"task {self.name!r} has token ids 0..{self.vocab_size - 1}; got {text!r}")
+        return tokens
+
+    def decode(self, tokens: list[int]) -> str:
+        """Tokens as text. Default: token ids separated by spaces."""
+        return " ".join(str(t) for t in tokens)
 
     def is_heldout(self, batch: TaskBatch) -> torch.Tensor:
         """[B] bool: which examples belong to the evaluation region."""

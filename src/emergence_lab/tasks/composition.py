@@ -92,6 +92,24 @@ class Composition(Task):
         answer_pos = torch.arange(k + 1, k + 1 + answers.shape[1], device=dev)
         return TaskBatch(tokens, answer_pos)
 
+    def encode(self, text: str) -> list[int]:
+        """`"f0 f3 f1 7"` -> tokens: map ids `f<i>` and values `<v>`, separated by spaces."""
+        out = []
+        for word in text.split():
+            if word.startswith("f") and word[1:].isdigit() and int(word[1:]) < self.n_maps:
+                out.append(self.n_values + int(word[1:]))
+            elif word.isdigit() and int(word) < self.n_values:
+                out.append(int(word))
+            else:
+                raise ValueError(
+                    f"composition prompts are map ids f0..f{self.n_maps - 1} and values "
+                    f"0..{self.n_values - 1}; got {word!r}"
+                )
+        return out
+
+    def decode(self, tokens: list[int]) -> str:
+        return " ".join(f"f{t - self.n_values}" if t >= self.n_values else str(t) for t in tokens)
+
 
 def _permutations(n_maps: int, n_values: int, seed: int) -> torch.Tensor:
     """[n_maps, n_values] pairwise-distinct random permutations drawn from `seed`."""

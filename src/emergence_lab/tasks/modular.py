@@ -13,11 +13,14 @@ without repetition). There is no OOD split.
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from emergence_lab.tasks.base import Task, TaskBatch, make_generator
 
 OPS = ("add", "sub", "mul", "div")
+SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
 class Modular(Task):
@@ -128,6 +131,27 @@ class Modular(Task):
         eq = torch.full_like(a, self.p + 1)
         tokens = torch.stack([a, op, b, eq, c], dim=1)
         return TaskBatch(tokens, torch.tensor([4], device=dev))
+
+    def encode(self, text: str) -> list[int]:
+        """`"12 + 5 ="` -> tokens: residues below p, the task's operator symbol and `=`."""
+        out = []
+        for word in re.findall(r"\d+|\S", text):
+            if word.isdigit() and int(word) < self.p:
+                out.append(int(word))
+            elif word == SYMBOLS[self.op]:
+                out.append(self.p)
+            elif word == "=":
+                out.append(self.p + 1)
+            else:
+                raise ValueError(
+                    f"modular prompts use residues 0..{self.p - 1}, {SYMBOLS[self.op]!r} and '='; "
+                    f"got {word!r}"
+                )
+        return out
+
+    def decode(self, tokens: list[int]) -> str:
+        names = {self.p: SYMBOLS[self.op], self.p + 1: "="}
+        return " ".join(names.get(t, str(t)) for t in tokens)
 
 
 def _permille(n_test: int, n_pairs: int) -> int:

@@ -119,6 +119,16 @@ class Parity(Task):
         answer_pos = torch.tensor([self.n_tasks + self.n_bits], device=dev)
         return TaskBatch(tokens, answer_pos, task)
 
+    def encode(self, text: str) -> list[int]:
+        """`"10000000 0110..."` -> bits (control bits, then data bits); whitespace is ignored."""
+        bad = sorted({c for c in text if c not in "01" and not c.isspace()})
+        if bad:
+            raise ValueError(f"parity prompts are bits 0 and 1; got {''.join(bad)!r}")
+        return [int(c) for c in text if c in "01"]
+
+    def decode(self, tokens: list[int]) -> str:
+        return "".join(str(t) for t in tokens)
+
 
 def _subsets(n_tasks: int, n_bits: int, k: int, seed: int) -> tuple[tuple[int, ...], ...]:
     """n_tasks sorted k-subsets of range(n_bits), drawn from `seed`; distinct when C(n_bits, k) allows."""

@@ -77,3 +77,22 @@ class Recall(Task):
         tokens = torch.cat([context, queries], dim=1)
         answer_pos = 2 * pairs + 1 + 2 * torch.arange(self.n_queries, device=dev)
         return TaskBatch(tokens, answer_pos)
+
+    def encode(self, text: str) -> list[int]:
+        """`"k3 v1 k7 v0 k3"` -> tokens: keys `k<i>` and values `v<j>`, separated by spaces."""
+        out = []
+        for word in text.split():
+            n = int(word[1:]) if word[1:].isdigit() else -1
+            if word[:1] == "k" and 0 <= n < self.n_keys:
+                out.append(n)
+            elif word[:1] == "v" and 0 <= n < self.n_values:
+                out.append(self.n_keys + n)
+            else:
+                raise ValueError(
+                    f"recall prompts are keys k0..k{self.n_keys - 1} and values v0..v{self.n_values - 1}; "
+                    f"got {word!r}"
+                )
+        return out
+
+    def decode(self, tokens: list[int]) -> str:
+        return " ".join(f"v{t - self.n_keys}" if t >= self.n_keys else f"k{t}" for t in tokens)
