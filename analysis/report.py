@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from emergence_lab.analysis.curves import describe_row, detect_options
 from emergence_lab.analysis.figure_kinds import figure_kind, safe_name
 from emergence_lab.analysis.options import CRITERIA_HELP, Criteria
 from emergence_lab.analysis.runs import LeftOut
@@ -37,7 +38,8 @@ THRESHOLD_VIEW: tuple[tuple[str, str], ...] = (
     ("series", "series"),
     ("classification", "verdict"),
     ("threshold_ci", "threshold (95% CI)"),
-    ("sharpness_decades", "rise (decades)"),
+    ("width_decades", "rise (decades)"),
+    ("noise_source", "noise"),
     ("n_seeds", "seeds"),
     ("reason", "reason"),
 )
@@ -115,36 +117,15 @@ def finding(row: Mapping[str, Any], check: Mapping[str, Any] | None = None) -> s
         where.append(f"depth {int(row['depth'])}")
     if not _missing(row.get("series")):
         where.append(f"model {size(row['series'])}")
-    label = str(row.get("classification", "?"))
     unit = X_UNITS.get(str(row.get("x", "n_params")), str(row.get("x", "")))
-    words = label
-    if label == "emergent":
-        words = f"emergent at {size(row.get('threshold'))} {unit}".rstrip()
-        low, high = row.get("threshold_low"), row.get("threshold_high")
-        spans = []
-        if not _missing(low) and not _missing(high):
-            spans.append(f"95% CI {size(low)}-{size(high)}")
-        seed_low, seed_high = row.get("seed_threshold_low"), row.get("seed_threshold_high")
-        if not _missing(seed_low) and not _missing(seed_high):
-            spans.append(f"per-seed {size(seed_low)}-{size(seed_high)}")
-        words += f" ({'; '.join(spans)})" if spans else " (no CI)"
-    elif label == "smooth":
-        rise, start, end = row.get("rise"), row.get("rise_start"), row.get("rise_end")
-        words = "smooth (no sharp jump)"
-        if not any(_missing(v) for v in (rise, start, end)):
-            between = f"between {size(start)} and {size(end)} {unit}"
-            words = f"smooth, improving by {float(rise):.2g} {between} with no sharp jump"
-    elif label == "absent":
-        words = "absent (no significant improvement)"
+    # the detector's own sentence: threshold, CI and per-seed spread, the reason, or the power statement
+    sentence = describe_row(row, ", ".join(where), unit)
     extras = []
     if not _missing(row.get("noise_source")):
         extras.append(f"noise: {row['noise_source']}")
     if check is not None and not _missing(check.get("verdict")) and check.get("verdict") != "no_jump":
         extras.append(f"metric check: {str(check['verdict']).replace('_', '-')}")
-    sentence = f"{', '.join(where)}: {words}" + "".join(f"; {e}" for e in extras)
-    if not _missing(row.get("power_statement")):
-        sentence += f". {row['power_statement']}"
-    return sentence
+    return sentence + "".join(f"; {e}" for e in extras)
 
 
 def _metric_rank(metric: str) -> tuple[int, str]:
@@ -366,6 +347,7 @@ def build_blocks(
         blocks.append(Block("text", "The table was collected with:"))
         blocks.append(Block("code", str(summary["command"])))
     blocks.append(Block("heading", "Classification criteria", 3))
+    blocks.append(Block("text", detect_options(criteria, 0, 0).definition()))
     crit = pd.DataFrame(
         [
             {"criterion": k, "value": v, "meaning": CRITERIA_HELP.get(k, "")}

@@ -307,6 +307,19 @@ class RecallSchema:
 
 
 @dataclass
+class TextSchema:
+    _target_: str = one_of("emergence_lab.tasks.text.Text")
+    path: str | None = rule("a UTF-8 file or folder of them, or null", lambda v: v is None or str(v) != "")
+    seq_len: int = ranged(4)
+    corpus_seed: int = ranged(0, GENERATOR_SEED_MAX)
+    corpus_bytes: int = ranged(1)
+    probe_size: int = ranged(1)
+    test_seed: int = ranged(0, GENERATOR_SEED_MAX)
+    test_size: int = ranged(1)
+    test_permille: int = ranged(1, 999)
+
+
+@dataclass
 class EstimateSchema:
     startup_s: Real = ranged(0.0)
     step_overhead_s: Real = ranged(0.0)
@@ -371,6 +384,7 @@ SCHEMAS: dict[str, tuple[str | None, type]] = {
     "schema_modular": ("task", ModularSchema),
     "schema_parity": ("task", ParitySchema),
     "schema_recall": ("task", RecallSchema),
+    "schema_text": ("task", TextSchema),
 }
 # Groups whose every option must carry a schema (the logger's keys are Lightning's, checked by Lightning).
 CHECKED_GROUPS = ("model", "task", "optim", "budget", "trainer")
