@@ -4,9 +4,10 @@ Both validate their arguments before any work (a bad input is one line on stderr
 print every path they write. Nothing here imports torch or lightning; wandb only with `--wandb` or a
 `wandb:` input.
 
-`emergence analyze` takes the defaults of `--x`, `--by`, `--metrics`, `--phase-metric` and `--figures` from
-the study's `analysis` block in a sweep folder's manifest (see `analysis.study`); options given on the
-command line win. The effective settings are stored with the table, so `emergence figures` redraws the same.
+`emergence analyze` takes the defaults of `--x`, `--by`, `--metrics`, `--phase-metric`, `--primary-metric`
+and `--figures` from the study's `analysis` block in a sweep folder's manifest (see `analysis.study`);
+options given on the command line win. The effective settings are stored with the table, so
+`emergence figures` redraws the same.
 """
 
 from __future__ import annotations
@@ -96,7 +97,16 @@ def _analyze_parser() -> _Parser:
         help="metric of the width x depth heat map (default: the study's heatmap_metric, else exact_match)",
     )
     p.add_argument(
-        "--boot", type=int, default=200, help="bootstrap refits for each threshold CI (default 200)"
+        "--primary-metric",
+        default=None,
+        help="the study's primary metric: its curves are tested on their own, outside the false-discovery "
+        "control over all other curves (default: the study's primary_metric)",
+    )
+    p.add_argument(
+        "--boot",
+        type=int,
+        default=200,
+        help="bootstrap draws of the detector's test and threshold CI (default 200, at least 100)",
     )
     p.add_argument(
         "--boot-points", type=int, default=1000, help="bootstrap resamples for point CIs (default 1000)"
@@ -170,7 +180,13 @@ def analyze_main(argv: list[str]) -> int:
 
     console = Console(quiet=args.quiet)
     block, source = read_study(args.inputs, console)
-    given = {"x": args.x, "by": args.by, "heatmap_metric": args.phase_metric, **cli_lists}
+    given = {
+        "x": args.x,
+        "by": args.by,
+        "heatmap_metric": args.phase_metric,
+        "primary_metric": args.primary_metric,
+        **cli_lists,
+    }
     block = {k: v for k, v in block.items() if given.get(k) is None}  # the command line wins
     problem = check_block(block, source)
     if problem:
@@ -254,6 +270,7 @@ def analyze_main(argv: list[str]) -> int:
         figures=tuple(FIGURE_KINDS if figures is None else dict.fromkeys(figures)),
         metrics=tuple(dict.fromkeys(settings["metrics"])) if settings["metrics"] else None,
         study=str(source) if source is not None else None,
+        primary_metric=settings["primary_metric"],
     )
     with Workers(args.jobs, WORKER_MODULES) as workers:
         if len(table) >= WARM_UP_ROWS and not args.no_figures:
