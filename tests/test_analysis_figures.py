@@ -193,17 +193,19 @@ def test_the_report_opens_with_each_tasks_verdicts_beside_its_scale_figure(analy
     counts = ood["classification"].value_counts()
     assert sentences[-1].startswith(f"ood split: {counts['emergent']} emergent, ")
     thresholds = pd.read_csv(analysed / "thresholds.csv").set_index(["split", "subtask", "metric", "depth"])
+    NUM = r"[\d.]+[kM]"
     for depth in (1, 2):
         row = thresholds.loc[("test", "all", "exact_match", depth)]
         said = re.match(
-            rf"exact match, depth {depth}: emergent at ([\d.]+)k parameters \(95% CI ([\d.]+)k-([\d.]+)k\)",
+            rf"exact match, depth {depth}: emergent at ({NUM}) parameters \(95% CI ({NUM})-({NUM})[;)]",
             sentences[depth - 1],
         )
         assert said is not None, sentences[depth - 1]
         for number, column in zip(
             said.groups(), ("threshold", "threshold_low", "threshold_high"), strict=True
         ):
-            assert float(number) * 1e3 == pytest.approx(row[column], rel=0.06)
+            value = float(number[:-1]) * {"k": 1e3, "M": 1e6}[number[-1]]
+            assert value == pytest.approx(row[column], rel=0.06)
     page = (analysed / "report.html").read_text()
     finding = page[page.index("<div class='finding'>") :].split("</div>", 1)[0]
     assert "src='figures/scale_addition.png'" in finding
@@ -226,6 +228,7 @@ def test_the_reports_tables_are_narrow_and_lead_with_the_main_split_and_emergent
         "verdict",
         "threshold (95% CI)",
         "rise (decades)",
+        "noise",
         "seeds",
         "reason",
     ]
@@ -235,9 +238,9 @@ def test_the_reports_tables_are_narrow_and_lead_with_the_main_split_and_emergent
     test_verdicts = [r[3] for r in rows if r[0] == "test"]
     rank = {"emergent": 0, "smooth": 3, "absent": 4}
     assert test_verdicts == sorted(test_verdicts, key=rank.__getitem__) and test_verdicts[0] == "emergent"
-    assert "breakthroughness" not in md and "aicc_linear" not in md
+    assert "breakthroughness" not in md and "p_change" not in md
     thresholds = pd.read_csv(analysed / "thresholds.csv")
-    assert {"breakthroughness", "aicc_linear", "reason"} <= set(thresholds.columns)  # the CSV keeps them all
+    assert {"breakthroughness", "p_change", "reason"} <= set(thresholds.columns)  # the CSV keeps them all
 
 
 def test_the_verdict_sentence() -> None:
@@ -271,18 +274,18 @@ def test_the_verdict_sentence() -> None:
         "exact match, depth 2: emergent at 22k parameters (95% CI 7k-64k; per-seed 18k-30k); noise: seeds; "
         "metric check: metric-induced"
     )
-    smooth = {"metric": "token_accuracy", "depth": None, "classification": "smooth", "rise": 0.5}
-    smooth |= {"rise_start": 2_250.0, "rise_end": 38_900.0, "x": "n_params"}
-    assert finding(smooth) == (
-        "token accuracy: smooth, improving by 0.5 between 2.2k and 39k parameters with no sharp jump"
-    )
-    absent = {"metric": "loss", "depth": 1, "classification": "absent", "x": "flops"}
-    assert finding(absent, {"verdict": "no_jump"}) == "loss, depth 1: absent (no significant improvement)"
+    # the other verdicts say why, in the detector's words (its reason, or its power statement)
+    why = "changes significantly (p = 0.001) but not as a jump: its rise takes about 1.5 decades (> 1)"
+    smooth = {"metric": "token_accuracy", "depth": None, "classification": "smooth", "reason": why}
+    assert finding(smooth) == f"token accuracy: smooth ({why})"
+    absent = {"metric": "loss", "depth": 1, "classification": "absent", "x": "flops", "reason": "no change"}
+    assert finding(absent, {"verdict": "no_jump"}) == "loss, depth 1: absent (no change)"
     other = {
         "metric": "acc",
         "classification": "inconclusive",
+        "reason": "jump-shaped, but a jump does not beat the line",
         "power_statement": "3 more seeds would decide.",
     }
-    assert finding(other) == "acc: inconclusive. 3 more seeds would decide."
-    lm_eval = {"metric": "exact_match,strict-match", "classification": "absent"}
-    assert finding(lm_eval) == "exact match (strict-match): absent (no significant improvement)"
+    assert finding(other) == "acc: inconclusive (3 more seeds would decide.)"
+    lm_eval = {"metric": "exact_match,strict-match", "classification": "absent", "reason": "no change"}
+    assert finding(lm_eval) == "exact match (strict-match): absent (no change)"

@@ -51,7 +51,7 @@ def test_every_field_of_every_schema_has_a_range_or_a_choice_set():
 
 def test_help_lists_only_the_options_not_the_schemas():
     proc = run_cli("train", "--help")
-    assert "task: addition, composition, modular, parity, recall\n" in proc.stdout
+    assert "task: addition, composition, modular, parity, recall, text\n" in proc.stdout
     assert "schema" not in proc.stdout.split("== Config ==")[0]
 
 
@@ -110,7 +110,7 @@ REFUSED = [
     ("optim.lr=abc", "optim.lr=abc: must be > 0 and finite"),
     (
         "task=nosuchtask",
-        "task=nosuchtask: no such option; choose from addition, composition, modular, parity, recall",
+        "task=nosuchtask: no such option; choose from addition, composition, modular, parity, recall, text",
     ),
     ("trainer.grad_clip=-1", "trainer.grad_clip=-1: must be >= 0 and finite (or null)"),
     ("sweep=../../x", "sweep=../../x: must be letters, digits and _.- only, not starting with a dot"),

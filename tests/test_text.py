@@ -199,7 +199,8 @@ def test_induction_probe_scores_a_copier_near_one_and_an_untrained_model_near_ch
 def test_uniform_model_scores_log256_and_no_icl():
     task = Text(seq_len=50, test_size=20)
     rows = {
-        (sub, m): v for sub, m, v in task.evaluate_split(_Uniform(), "test", task.eval_batch("test", "cpu"))
+        (s.subtask, s.metric): s.value
+        for s in task.evaluate_split(_Uniform(), "test", task.eval_batch("test", "cpu"))
     }
     assert rows["all", "loss"] == pytest.approx(math.log(256), abs=1e-5)
     assert rows["all", "bits_per_byte"] == pytest.approx(8.0, abs=1e-5)
@@ -216,7 +217,10 @@ def test_a_model_that_copies_from_context_has_negative_icl_score():
     # late in a window more bigrams have been seen before, so a (soft) copier is right more often there
     task = Text(seq_len=64, test_size=128)
     copier = functools.partial(_copier, strength=3.0)
-    rows = {(sub, m): v for sub, m, v in task.evaluate_split(copier, "test", task.eval_batch("test", "cpu"))}
+    rows = {
+        (s.subtask, s.metric): s.value
+        for s in task.evaluate_split(copier, "test", task.eval_batch("test", "cpu"))
+    }
     assert rows["all", "icl_score"] < -0.3
     assert rows["all", "token_accuracy"] > 0.05  # only where a bigram recurs; elsewhere it guesses byte 0
     assert metric("icl_score").higher_is_better is False and metric("induction_score").upper == 1.0
