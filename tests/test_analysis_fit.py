@@ -11,15 +11,11 @@ import emergence_lab.analysis.fit
 from emergence_lab.analysis.aggregate import resolve_by
 from emergence_lab.analysis.classify import breakthroughness, linearity
 from emergence_lab.analysis.console import Console
-from emergence_lab.analysis.curves import _size_groups
 from emergence_lab.analysis.fit import (
     best_model,
     fit_all,
     fit_linear,
     fit_nonlinear,
-    refit_threshold,
-    refit_thresholds,
-    resample_flat,
 )
 from emergence_lab.analysis.options import Criteria
 from emergence_lab.analysis.pipeline import Options, analyse
@@ -185,21 +181,7 @@ def test_auto_grouping() -> None:
     assert resolve_by("none", two, "n_params") == "none"
 
 
-def test_refits_of_all_resamples_at_once_match_one_by_one() -> None:
-    """A resample refitted on its points or on the counts and means of its points per size: the same fit."""
-    df = curve_table(sizes(), sigmoid(0.0, 0.9, 6.0, 8.0), seeds=3, noise=0.03, seed=9)
-    u, y = np.log10(df["n_params"].to_numpy(float)), df["value"].to_numpy(float)
-    fit = fit_nonlinear("sigmoid", u, y)
-    _, groups = _size_groups(u)
-    flat_idx, lengths = resample_flat(groups, np.random.default_rng(0), 100)
-    picks = np.split(flat_idx, np.cumsum(lengths)[:-1])
-    one = np.array([refit_threshold(fit, u[idx], y[idx]) for idx in picks])
-    many = refit_thresholds(fit, u, y, flat_idx, lengths)
-    assert np.isfinite(many).all()
-    np.testing.assert_allclose(one, many, atol=1e-6)
-
-
-def test_every_fit_and_refit_runs_through_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_fit_runs_through_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
 
     def counted(*args, **kwargs):
@@ -211,11 +193,6 @@ def test_every_fit_and_refit_runs_through_scipy(monkeypatch: pytest.MonkeyPatch)
     u, y = np.log10(df["n_params"].to_numpy(float)), df["value"].to_numpy(float)
     fit = fit_nonlinear("sigmoid", u, y)
     assert fit is not None and calls
-    _, groups = _size_groups(u)
-    flat_idx, lengths = resample_flat(groups, np.random.default_rng(0), 50)
-    calls.clear()
-    refit_thresholds(fit, u, y, flat_idx, lengths)
-    assert len(calls) >= 50  # one per resample at least (two where the bounded fit decides)
 
 
 @pytest.mark.parametrize("model", ["sigmoid", "hinge"])
@@ -231,19 +208,3 @@ def test_float_and_array_callbacks_agree(model: str, monkeypatch: pytest.MonkeyP
     arrays = [f(p) for f in emergence_lab.analysis.fit._problem(model, u, y, start, w, 0.3)]
     for a, b in zip(floats, arrays, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
-
-
-@pytest.mark.parametrize("model", ["sigmoid", "hinge"])
-def test_refit_of_fewer_sizes_than_parameters_is_well_posed(model: str) -> None:
-    """Three sizes leave a 4-parameter model free: the pull toward the start keeps the Jacobian of full
-    rank (scipy's MINPACK is not repeatable on a singular one), and the refit is the same every time."""
-    u, w = np.array([5.0, 6.0, 7.0]), np.sqrt([3.0, 2.0, 3.0])
-    y = np.array([0.05, 0.5, 0.9])
-    start = np.array([0.0, 1.0, 4.0, 6.2]) if model == "sigmoid" else np.array([0.05, 0.0, 0.4, 6.2])
-    _, jacobian = emergence_lab.analysis.fit._problem(model, u, y, start, w, 0.01)
-    assert np.linalg.matrix_rank(np.asarray(jacobian(start))) == 4
-    lower, upper = np.array([-1.0, -1.0, 0.0, 4.5]), np.array([2.0, 2.0, 60.0, 7.5])
-    if model == "hinge":
-        lower, upper = np.array([-1.0, -5.0, -5.0, 5.0]), np.array([2.0, 5.0, 5.0, 7.0])
-    found = {emergence_lab.analysis.fit._refit(model, start, lower, upper, u, y, w, 0.01) for _ in range(20)}
-    assert len(found) == 1 and np.isfinite(found.pop())
