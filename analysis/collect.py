@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from emergence_lab.analysis.bigbench import is_bigbench, read_bigbench
 from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.jsonl import read_results_jsonl, run_info, warn_lines
 from emergence_lab.analysis.lm_eval import read_lm_eval
@@ -143,11 +144,7 @@ def collect_runs(
             for run_file in console.track(run_files, f"reading {len(run_files)} runs", len(run_files)):
                 add_run(run_file)
             for json_file in json_files:
-                add_frame(
-                    read_lm_eval(json_file, console, params_map, quiet_if_foreign=False),
-                    str(json_file),
-                    json_file,
-                )
+                add_frame(_read_json(json_file, console, params_map), str(json_file), json_file)
         elif path.name.endswith(".jsonl"):
             add_run(path)
         elif path.suffix.lower() in TABLE_SUFFIXES:
@@ -155,7 +152,7 @@ def collect_runs(
         elif path.name in BOOKKEEPING_FILES:
             console.warn(f"{path}: skipped, a sweep's or run's bookkeeping file (pass the folder instead)")
         elif path.suffix.lower() == ".json":
-            add_frame(read_lm_eval(path, console, params_map, quiet_if_foreign=False), str(path), path)
+            add_frame(_read_json(path, console, params_map), str(path), path)
         else:
             console.warn(f"{path}: skipped, not a results.jsonl, CSV, Parquet or lm-eval JSON file")
     if tables:
@@ -307,6 +304,21 @@ def read_table_file(path: Path, console: Console, scale_column: str = "n_params"
             run_id = run_id + ":" + df[col].astype(str)
         df["run_id"] = run_id
     return df
+
+
+def _read_json(path: Path, console: Console, params_map: dict[str, int] | None) -> pd.DataFrame | None:
+    """A BIG-bench `scores_<model>.json` or an lm-evaluation-harness results file. BIG-bench rows carry the
+    model family and the number of shots in `split` ("GPT, 0-shot"), so that families and shot counts are
+    separate curves."""
+    if is_bigbench(path):
+        try:
+            rows = read_bigbench(path)
+        except (ValueError, KeyError, TypeError) as exc:
+            console.warn(f"{path}: skipped, a malformed BIG-bench file ({exc})")
+            return None
+        rows["split"] = rows["model_family"].astype(str) + ", " + rows["shots"].astype(str) + "-shot"
+        return rows
+    return read_lm_eval(path, console, params_map, quiet_if_foreign=False)
 
 
 def _read_csv(path: Path, console: Console) -> tuple[pd.DataFrame, list[int] | None]:

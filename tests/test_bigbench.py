@@ -73,3 +73,16 @@ def test_families_are_separate_curves_and_the_jump_is_found() -> None:
         curve = curve.sort_values("n_params")
         det = detect(curve["n_params"].to_numpy(), curve["value"].to_numpy(), bigbench_metric(curve.iloc[0]))
         assert det.verdict != "emergent"  # a slow rise from chance
+
+
+def test_analyze_reads_bigbench_files_and_keeps_model_families_apart(tmp_path: Path) -> None:
+    from emergence_lab.analysis.cli import analyze_main
+
+    out = tmp_path / "out"
+    assert analyze_main([str(FIXTURES), "--out", str(out), "--no-figures", "--quiet"]) == 0
+    th = pd.read_csv(out / "thresholds.csv")
+    preferred = th[(th["metric"] == "exact_str_match") & (th["subtask"] == "all")]
+    assert set(preferred["split"]) == {"BIG-G T=0, 0-shot", "GPT, 0-shot"}  # one curve per family
+    by_family = preferred.set_index("split")
+    assert (by_family["classification"] == "emergent").all()
+    assert by_family.loc["GPT, 0-shot", "threshold"] > 3 * by_family.loc["BIG-G T=0, 0-shot", "threshold"]
