@@ -272,3 +272,45 @@ def test_bad_corpus_path_is_exit_2_before_any_run(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_text_run_resumed_from_its_middle_checkpoint_gives_the_uninterrupted_numbers(tmp_path):
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    from emergence_lab.launch.configs import CONF_DIR
+    from emergence_lab.run.run_id import register_resolvers
+    from emergence_lab.run.train import train
+
+    register_resolvers()  # and the config schemas
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(generate_corpus(seed=3, n_bytes=60_000))
+    overrides = [
+        "task=text",
+        f"task.path={corpus}",
+        "task.seq_len=32",
+        "task.test_size=16",
+        "task.probe_size=8",
+        "model.width=16",
+        "model.depth=1",
+        "optim.batch_size=8",
+        "trainer.max_steps=20",
+        "trainer.eval_every=10",
+        "trainer.ckpt_every=10",
+        "trainer.progress_bar=false",
+        "logger=none",
+    ]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    whole = tmp_path / "whole"
+    assert train(cfg, whole, threads=1, devices=1).status == "completed"
+    # the same run killed after its step-10 checkpoint: that checkpoint is the newest, run.json says running
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    shutil.copy(cut / "checkpoints" / "prev.ckpt", cut / "checkpoints" / "last.ckpt")
+    info = json.loads((cut / "run.json").read_text())
+    (cut / "run.json").write_text(json.dumps({**info, "status": "running", "step": 10}))
+    assert train(cfg, cut, threads=1, devices=1).status == "completed"
+    assert json.loads((cut / "run.json").read_text())["resumed_from_steps"] == [10]
+    assert (cut / "results.jsonl").read_text() == (whole / "results.jsonl").read_text()
