@@ -22,6 +22,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,19 +74,10 @@ class Collected:
     left_out: list[LeftOut] = field(default_factory=list)
 
 
-def collect(
-    inputs: list[str],
-    console: Console,
-    params_map: dict[str, int] | None = None,
-    scale_column: str = "n_params",
-    exclude: Path | None = None,
-    include_incomplete: bool = False,
-    keep_all_generations: bool = False,
-) -> pd.DataFrame:
-    """Read every input and return one normalised table (possibly empty) of the rows that count."""
-    return collect_runs(
-        inputs, console, params_map, scale_column, exclude, include_incomplete, keep_all_generations
-    ).table
+def collect(inputs: list[str], console: Console, **options: Any) -> pd.DataFrame:
+    """Read every input and return one normalised table (possibly empty) of the rows that count; `options`
+    are `collect_runs`'s."""
+    return collect_runs(inputs, console, **options).table
 
 
 def collect_runs(

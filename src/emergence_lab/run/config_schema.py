@@ -245,18 +245,24 @@ class TrainerSchema:
 
 
 @dataclass
-class AdditionSchema:
-    _target_: str = one_of("emergence_lab.tasks.addition.Addition")
-    digits: int = ranged(1, ADDITION_MAX_DIGITS)
-    reverse_answer: bool = flag()
-    ood_digits: int | None = ranged(2, ADDITION_MAX_DIGITS)
+class HeldOutSchema:
+    """The held-out test set every task but modular draws (tasks/base.py: seed, size, share of buckets)."""
+
     test_seed: int = ranged(0, GENERATOR_SEED_MAX)
     test_size: int = ranged(1)
     test_permille: int = ranged(1, 999)
 
 
 @dataclass
-class CompositionSchema:
+class AdditionSchema(HeldOutSchema):
+    _target_: str = one_of("emergence_lab.tasks.addition.Addition")
+    digits: int = ranged(1, ADDITION_MAX_DIGITS)
+    reverse_answer: bool = flag()
+    ood_digits: int | None = ranged(2, ADDITION_MAX_DIGITS)
+
+
+@dataclass
+class CompositionSchema(HeldOutSchema):
     _target_: str = one_of("emergence_lab.tasks.composition.Composition")
     steps: int = ranged(1)
     n_maps: int = ranged(1)
@@ -264,9 +270,6 @@ class CompositionSchema:
     show_steps: bool = flag()
     world_seed: int = ranged(0, GENERATOR_SEED_MAX)
     ood_steps: int | None = ranged(2)
-    test_seed: int = ranged(0, GENERATOR_SEED_MAX)
-    test_size: int = ranged(1)
-    test_permille: int = ranged(1, 999)
 
 
 @dataclass
@@ -281,42 +284,33 @@ class ModularSchema:
 
 
 @dataclass
-class ParitySchema:
+class ParitySchema(HeldOutSchema):
     _target_: str = one_of("emergence_lab.tasks.parity.Parity")
     n_tasks: int = ranged(1)
     n_bits: int = ranged(1)
     k: int = ranged(1)
     alpha: Real = ranged(0.0)
     world_seed: int = ranged(0, GENERATOR_SEED_MAX)
-    test_seed: int = ranged(0, GENERATOR_SEED_MAX)
-    test_size: int = ranged(1)
-    test_permille: int = ranged(1, 999)
 
 
 @dataclass
-class RecallSchema:
+class RecallSchema(HeldOutSchema):
     _target_: str = one_of("emergence_lab.tasks.recall.Recall")
     n_pairs: int = ranged(1)
     n_queries: int = ranged(1)
     n_keys: int = ranged(1)
     n_values: int = ranged(1)
     ood_pairs: int | None = ranged(1)
-    test_seed: int = ranged(0, GENERATOR_SEED_MAX)
-    test_size: int = ranged(1)
-    test_permille: int = ranged(1, 999)
 
 
 @dataclass
-class TextSchema:
+class TextSchema(HeldOutSchema):
     _target_: str = one_of("emergence_lab.tasks.text.Text")
     path: str | None = rule("a UTF-8 file or folder of them, or null", lambda v: v is None or str(v) != "")
     seq_len: int = ranged(4)
     corpus_seed: int = ranged(0, GENERATOR_SEED_MAX)
     corpus_bytes: int = ranged(1)
     probe_size: int = ranged(1)
-    test_seed: int = ranged(0, GENERATOR_SEED_MAX)
-    test_size: int = ranged(1)
-    test_permille: int = ranged(1, 999)
 
 
 @dataclass
