@@ -14,6 +14,10 @@ the more frequent a subtask, the smaller the model at which it is learned.
 
 Subtasks without a threshold (learned at every size, never learned, or smooth) are listed with their verdict
 but left out of rho: where such a subtask's threshold lies is not known, only that it is outside the range.
+
+Seeds may jump at different sizes, so `quanta.csv` also gives rho seed by seed: each seed's own jump of a
+subtask (thresholds.csv `seed_thresholds`, the pair of sizes it steps between) placed at the pair's
+geometric mean, over the subtasks that seed jumps on (`seed_rhos`, and their median `seed_rho_median`).
 """
 
 from __future__ import annotations
@@ -78,6 +82,37 @@ def permutation_p(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, f
     return rho, float(p)
 
 
+def seed_jumps(text: object) -> dict[int, float]:
+    """thresholds.csv `seed_thresholds` ("0: 3516-6224; 2: 6224-13944") as {seed: geometric midpoint}."""
+    if not isinstance(text, str) or not text.strip():
+        return {}
+    out: dict[int, float] = {}
+    for part in text.split(";"):
+        seed, _, bracket = part.partition(":")
+        lo, _, hi = bracket.strip().partition("-")
+        try:
+            out[int(seed)] = math.sqrt(float(lo) * float(hi))
+        except ValueError:
+            continue
+    return out
+
+
+def seed_rhos(group: pd.DataFrame, seed: int = 0) -> dict[int, tuple[float, int]]:
+    """{seed: (rho, n)} over the subtasks each seed jumps on (rho missing below MIN_SUBTASKS)."""
+    per_seed: dict[int, list[tuple[float, float]]] = {}
+    for text, weight in zip(group["seed_thresholds"], group[WEIGHT], strict=True):
+        for s, where in seed_jumps(text).items():
+            per_seed.setdefault(s, []).append((where, float(weight)))
+    out: dict[int, tuple[float, int]] = {}
+    for s, pairs in sorted(per_seed.items()):
+        rho = math.nan
+        if len(pairs) >= MIN_SUBTASKS:
+            x, y = np.array(pairs).T
+            rho = float(stats.spearmanr(x, y).statistic)
+        out[s] = (rho, len(pairs))
+    return out
+
+
 def quanta_tables(
     thresholds: pd.DataFrame, weights: pd.DataFrame, by: str = "none", seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -103,6 +138,8 @@ def quanta_tables(
         if len(known) >= MIN_SUBTASKS:
             rho, p = permutation_p(known["threshold"].to_numpy(float), known[WEIGHT].to_numpy(float), seed)
         values = key if isinstance(key, tuple) else (key,)
+        by_seed = seed_rhos(group, seed)
+        finite = [r for r, _ in by_seed.values() if math.isfinite(r)]
         summary.append(
             {
                 **dict(zip(keys, values, strict=True)),
@@ -111,6 +148,12 @@ def quanta_tables(
                 "n": len(known),
                 "n_subtasks": len(group),
                 "emergent": int((group["classification"].astype(str) == "emergent").sum()),
+                "seed_rho_median": float(np.median(finite)) if finite else math.nan,
+                "seed_rhos": "; ".join(
+                    f"{s}: {'' if not math.isfinite(r) else f'{r:.2f} '}(n={n})"
+                    for s, (r, n) in by_seed.items()
+                )
+                or None,
             }
         )
     return pd.DataFrame(summary), subtasks.reset_index(drop=True)

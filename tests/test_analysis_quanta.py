@@ -12,7 +12,7 @@ import pytest
 
 from emergence_lab.analysis import extras
 from emergence_lab.analysis.cli import analyze_main
-from emergence_lab.analysis.quanta import permutation_p, quanta, quanta_tables, subtask_weights
+from emergence_lab.analysis.quanta import permutation_p, quanta, quanta_tables, seed_jumps, subtask_weights
 
 from analysis_helpers import sigmoid
 
@@ -144,3 +144,19 @@ def test_a_task_without_subtask_weights_adds_no_section(tmp_path: Path) -> None:
     assert analyze_main([str(csv), "--out", str(out), "--by", "none", "--no-figures", "--quiet"]) == 0
     assert not (out / "quanta.csv").exists()
     assert "Subtask thresholds against frequency" not in (out / "report.md").read_text()
+
+
+def test_rho_seed_by_seed_from_each_seeds_own_jumps() -> None:
+    assert seed_jumps("0: 100-400; 2: 400-900") == {0: 200.0, 2: 600.0}
+    assert seed_jumps(None) == {} and seed_jumps("") == {}
+    thresholds = _thresholds([1e3, 2e3, 4e3, 8e3, None, None])
+    # seed 0 jumps in frequency order, seed 1 in the reverse order, seed 2 on two subtasks only
+    brackets = [(100, 200), (200, 400), (400, 800), (800, 1600)]
+    thresholds["seed_thresholds"] = [
+        f"0: {lo}-{hi}; 1: {brackets[3 - i][0]}-{brackets[3 - i][1]}" + ("; 2: 100-200" if i < 2 else "")
+        for i, (lo, hi) in enumerate(brackets)
+    ] + [None, None]
+    summary, _ = quanta_tables(thresholds, _weights())
+    row = summary.iloc[0]
+    assert row["seed_rhos"] == "0: -1.00 (n=4); 1: 1.00 (n=4); 2: (n=2)"
+    assert row["seed_rho_median"] == pytest.approx(0.0)
