@@ -4,45 +4,20 @@ An extra reads the finished analysis (the tidy table, the observations, the fitt
 and returns the files it wrote and its report section, or None where it does not apply (no step axis, no
 weighted subtasks, no composition splits, ...). Registering one is a line in `EXTRAS`; the pipeline runs
 them in that order after the verdict tables are written, and `emergence figures` reruns them the same way.
+The types an extra takes and returns live in `analysis.extra_types` (re-exported here), so that an extra's
+module can import them while this registry imports the extra.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 
-import pandas as pd
+from emergence_lab.analysis.extra_types import Extra, ExtraInput, ExtraSection
+from emergence_lab.analysis.per_seed import per_seed
 
-from emergence_lab.analysis.console import Console
-from emergence_lab.analysis.options import Criteria
-from emergence_lab.analysis.report import Block
+__all__ = ["EXTRAS", "Extra", "ExtraInput", "ExtraSection", "run_extras"]
 
-
-@dataclass(frozen=True)
-class ExtraInput:
-    table: pd.DataFrame  # the tidy results table
-    obs: pd.DataFrame  # one row per run, curve point and seed (aggregate.observations)
-    thresholds: pd.DataFrame  # thresholds.csv
-    x: str  # the scale axis (`--x`)
-    by: str  # the resolved grouping (`none` or `depth`)
-    criteria: Criteria
-    seed: int  # for bootstraps and permutations
-    n_boot: int
-    out_dir: Path
-    console: Console
-
-
-@dataclass
-class ExtraSection:
-    title: str  # the report heading
-    blocks: list[Block]
-    files: list[Path] = field(default_factory=list)
-
-
-Extra = Callable[[ExtraInput], ExtraSection | None]
-
-EXTRAS: tuple[Extra, ...] = ()
+EXTRAS: tuple[Extra, ...] = (per_seed,)
 
 
 def run_extras(inp: ExtraInput, extras: Sequence[Extra] | None = None) -> list[ExtraSection]:
