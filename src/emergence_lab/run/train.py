@@ -214,7 +214,7 @@ def _build(
     task, model_cfg, t = spec.task, spec.model, cfg.trainer
     model = Transformer(model_cfg)
     module = EmergenceModule(
-        model, task, spec.optim, int(cfg.seed), spec.max_steps, bool(t.compile), t.eval_chunk_size
+        model, task, spec.optim, int(cfg.seed), spec.max_steps, t.compile, t.eval_chunk_size
     )
     static = {
         "schema_version": SCHEMA_VERSION,
