@@ -18,9 +18,11 @@ from emergence_lab.launch.plan import plan_from_cli, validate_overrides
 from emergence_lab.model import Transformer, TransformerConfig
 from emergence_lab.run.module import EmergenceModule
 from emergence_lab.run.optim import OptimConfig
-from emergence_lab.run.run_id import compile_in_id
+from emergence_lab.run.run_id import compile_in_id, register_resolvers
 from emergence_lab.run.train import train
 from emergence_lab.tasks import Addition
+
+register_resolvers()  # the conf/ files name the schemas, which live in Hydra's ConfigStore
 
 STEPS = 20  # TINY evaluates and checkpoints every 10 steps
 
