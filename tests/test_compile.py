@@ -170,3 +170,48 @@ def test_a_compiled_run_on_cpu_matches_eager(tmp_path: Path) -> None:
     assert [r[:4] for r in on] == [r[:4] for r in off]
     losses = [(a[4], b[4]) for a, b in zip(on, off, strict=True) if a[1] == "loss"]
     assert losses and all(a == pytest.approx(b, rel=1e-3, abs=1e-4) for a, b in losses)
+
+
+# ---- emergence bench train --compile ---------------------------------------------------------------------
+def test_bench_compile_is_a_flag_and_takes_no_value(capsys: pytest.CaptureFixture[str]) -> None:
+    from emergence_lab.bench import bench_cli
+
+    assert bench_cli(["train", "--compile=yes"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["emergence bench train: error: argument --compile: ignored explicit argument 'yes'"]
+
+
+@pytest.mark.slow
+def test_bench_compile_times_the_compiled_step_beside_eager(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emergence_lab.bench import bench_cli
+
+    monkeypatch.setattr(torch, "compile", _Wrapper)  # the columns and their arithmetic, not inductor
+    out = tmp_path / "bench.json"
+    args = [
+        "--widths",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--repeats",
+        "2",
+        "--batch",
+        "4",
+        "--digits",
+        "2",
+    ]
+    assert bench_cli(["train", *args, "--compile", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["compile"] is True
+    (row,) = report["sizes"]
+    assert row["compile_mode"] == ["compiled (inductor)"]
+    assert len(row["compile_s"]) == 2 and all(s > 0 for s in row["compile_s"])
+    rates = row["repeats_framework_compiled"]
+    assert len(rates) == 2 and row["steps_per_s_framework_compiled"] == pytest.approx(
+        sum(rates) / 2, rel=0.01
+    )
+    ratio = row["steps_per_s_framework_compiled"] / row["steps_per_s_framework"]
+    assert row["compiled_over_eager"] == pytest.approx(ratio)
