@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import lightning.pytorch as pl
 import torch
@@ -53,8 +53,9 @@ class EmergenceModule(pl.LightningModule):
         self.flops_per_step = model.cfg.flops_per_token(self.seq_len) * self.tokens_per_step
         self.compile_setting = compile  # on / off / auto: decided at fit start, on the device
         # for run.json: `compile_decision` (the reason line) and `compile_mode` ("compiled (inductor)" or
-        # "eager: <why>"), filled by on_fit_start
+        # "eager: <why>"), filled by on_fit_start and handed to `on_compile_decided` (the run folder's writer)
         self.compile_record: dict[str, str] = {}
+        self.on_compile_decided: Callable[[dict[str, str]], None] | None = None
         self._set_train_forward(model)
         self._eval_sets: dict[str, TaskBatch] = {}
         self._clock: tuple[float, int] | None = None  # (time, step) where the throughput window began
@@ -79,6 +80,8 @@ class EmergenceModule(pl.LightningModule):
             forward, mode = compile_or_eager(self.model, example)
         self._set_train_forward(forward)
         self.compile_record = {"compile_decision": why, "compile_mode": mode}
+        if self.on_compile_decided is not None:
+            self.on_compile_decided(self.compile_record)
 
     def train_dataloader(self) -> _StepTicker:
         return _StepTicker()

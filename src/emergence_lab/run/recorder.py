@@ -59,8 +59,6 @@ class RunRecorder(pl.Callback):
         # Lightning installs its own SIGTERM handler when fit starts; ours replaces it for the run's length.
         for sig in stop_signals():
             self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
-        if trainer.global_rank == 0 and isinstance(pl_module, EmergenceModule):
-            self.folder.write_info(**pl_module.compile_record)  # decided in on_fit_start
         if trainer.global_step == 0:
             self._evaluate(trainer, pl_module)
         else:
