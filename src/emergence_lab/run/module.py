@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 
 import lightning.pytorch as pl
 import torch
@@ -77,7 +78,12 @@ class EmergenceModule(pl.LightningModule):
         forward, mode = self.model, "eager: not compiled (see compile_decision)"
         if on:
             example = self.task.train_batch(self.optim.batch_size, self.seed, 0, self.device).tokens[:, :-1]
-            forward, mode = compile_or_eager(self.model, example)
+            # under the training step's autocast (bf16-mixed), so the checked graph is the one training runs
+            step_context = (
+                self._trainer.precision_plugin.train_step_context() if self._trainer else nullcontext()
+            )
+            with step_context:
+                forward, mode = compile_or_eager(self.model, example)
         self._set_train_forward(forward)
         self.compile_record = {"compile_decision": why, "compile_mode": mode}
         if self.on_compile_decided is not None:
