@@ -235,7 +235,7 @@ def bench_train(argv: list[str]) -> int:
             ]
         sizes.append(row)
         table.add_row(*cells, f"{row['flops_per_step'] * p_rate / 1e9:.2f}")  # type: ignore[operator]
-    Console(width=120).print(table)
+    Console(width=160 if args.compile else 120).print(table)
     # seconds per step = overhead + flops / rate, fitted over the widths (the dry-run estimate rule)
     estimate = None
     if len(sizes) >= 2:
