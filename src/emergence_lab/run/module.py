@@ -56,7 +56,7 @@ class EmergenceModule(pl.LightningModule):
         # for run.json: `compile_decision` (the reason line) and `compile_mode` ("compiled (inductor)" or
         # "eager: <why>"), filled by on_fit_start and handed to `on_compile_decided` (the run folder's writer)
         self.compile_record: dict[str, str] = {}
-        self.on_compile_decided: Callable[[dict[str, str]], None] | None = None
+        self.on_compile_decided: Callable[..., None] | None = None  # called with the record's keys
         self._set_train_forward(model)
         self._eval_sets: dict[str, TaskBatch] = {}
         self._clock: tuple[float, int] | None = None  # (time, step) where the throughput window began
@@ -87,7 +87,7 @@ class EmergenceModule(pl.LightningModule):
         self._set_train_forward(forward)
         self.compile_record = {"compile_decision": why, "compile_mode": mode}
         if self.on_compile_decided is not None:
-            self.on_compile_decided(self.compile_record)
+            self.on_compile_decided(**self.compile_record)
 
     def train_dataloader(self) -> _StepTicker:
         return _StepTicker()

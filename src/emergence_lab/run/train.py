@@ -157,7 +157,7 @@ def _train_locked(
         torch.set_num_threads(int(threads))
         pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
         module, recorder, static = _build(cfg, spec, folder, rid)
-        module.on_compile_decided = lambda record: folder.write_info(**record)  # at fit start, on the device
+        module.on_compile_decided = folder.write_info  # at fit start, on the device (a bound method pickles)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         folder.write_config(OmegaConf.to_yaml(resolved))
         folder.info.update(
