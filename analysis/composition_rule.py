@@ -33,7 +33,7 @@ POINTS_CSV = "composition_points.csv"
 RULE_CSV = "composition_rule.csv"
 VERDICT_TEXT = {
     "follows": "composed exact match tracks the product of the per-step exact matches",
-    "below": "composed exact match falls short of the product: the steps are learnt, their composition is not",
+    "below": "composed exact match falls short of the product: the steps are learnt, not their composition",
     "above": "composed exact match exceeds the product: the composition is learnt beyond its steps",
 }
 
@@ -69,10 +69,7 @@ def product_rule_fit(points: pd.DataFrame) -> dict[str, float | int | str]:
     spread = float(np.sum((composed - composed.mean()) ** 2))
     r2 = 1.0 - float(np.sum(resid**2)) / spread if spread > 0 else float("nan")
     mean_resid = float(np.mean(resid))
-    if mae <= FOLLOWS_MAX_MAE:
-        verdict = "follows"
-    else:
-        verdict = "below" if mean_resid < 0 else "above"
+    verdict = "follows" if mae <= FOLLOWS_MAX_MAE else "below" if mean_resid < 0 else "above"
     return {"points": len(points), "mae": mae, "r2": r2, "mean_residual": mean_resid, "verdict": verdict}
 
 
@@ -108,6 +105,6 @@ def composition_rule(inp: ExtraInput) -> ExtraSection | None:
         ),
         Block("table", per_size(points, inp.x)),
         Block("table", fits),
-        Block("list", [f"{row.task}: {row.verdict}: {VERDICT_TEXT[row.verdict]}" for row in fits.itertuples()]),
+        Block("list", [f"{r.task}: {r.verdict}: {VERDICT_TEXT[r.verdict]}" for r in fits.itertuples()]),
     ]
     return ExtraSection("Composition: the product rule", blocks, [points_path, rule_path])

@@ -14,8 +14,8 @@ defaults), so the evaluation set repeats its about test_permille / 1000 of those
 
 Per-step evaluation (`step_splits`, Okawa et al. 2023) adds an identity map (id V + M, vocab V + M + 1) and
 the splits `step1..stepk` and `train`. Split `step<i>` is a one-step prompt of slot i: slot i holds a random
-map and every other slot the identity, so its answer is f_{m_i}(x) in the composed layout. Split `train` is the
-training distribution. Both are drawn from the training region: only full k-step compositions are ever held
+map and every other slot the identity, so its answer is f_{m_i}(x) in the composed layout. Split `train` is
+the training distribution. Both are drawn from the training region: only full k-step compositions are held
 out, so the test split stays the held-out composed task. `min_steps` (needs `step_splits`) makes training mix
 compositions of min_steps..k real maps (a uniform count, in random slots, identity elsewhere): with
 min_steps = 1 the model sees every map alone in every slot, the steps it has to compose.
