@@ -40,13 +40,19 @@ VERDICT_TEXT = {
 
 def composition_points(table: pd.DataFrame, x: str) -> pd.DataFrame:
     """One row per run with step splits: its final composed exact match and per-step exact matches."""
-    rows = table[(table["metric"] == METRIC) & (table["subtask"].astype(str) == "all")]
-    rows = rows[rows["step"] == rows.groupby("run_id")["step"].transform("max")]
-    splits = rows["split"].astype(str)
-    steps = sorted({s for s in splits.unique() if STEP_SPLIT.fullmatch(s)}, key=lambda s: int(s[4:]))
-    if not steps:
+    if not {"task", "run_id", "split", "metric", "value"} <= set(table.columns):
         return pd.DataFrame()
-    keys = ["task", "run_id", *dict.fromkeys(c for c in (x, "width", "depth", "seed") if c in rows)]
+    names = {str(s) for s in table["split"].unique()}
+    steps = sorted((s for s in names if STEP_SPLIT.fullmatch(s)), key=lambda s: int(s[4:]))
+    if not steps or COMPOSED_SPLIT not in names:
+        return pd.DataFrame()
+    rows = table[table["metric"] == METRIC]
+    if "subtask" in rows:
+        rows = rows[rows["subtask"].astype(str) == "all"]
+    if "step" in rows:  # a table without steps holds final rows only
+        rows = rows[rows["step"] == rows.groupby("run_id")["step"].transform("max")]
+    splits = rows["split"].astype(str)
+    keys = [*dict.fromkeys(c for c in ("task", "run_id", x, "width", "depth", "seed") if c in rows)]
     wide = rows.pivot_table(index=keys, columns=splits.rename("split_name"), values="value", aggfunc="mean")
     wide = wide.dropna(subset=[COMPOSED_SPLIT, *steps]).reset_index()
     wide.columns.name = None

@@ -109,3 +109,11 @@ def test_no_step_splits_no_section(tmp_path: Path) -> None:
     out = _analyze(_table(lambda p: p, step_splits=False), tmp_path)
     assert not (out / rule.POINTS_CSV).exists() and not (out / rule.RULE_CSV).exists()
     assert "Composition: the product rule" not in (out / "report.md").read_text()
+
+
+def test_tables_without_steps_or_step_splits_are_not_applicable() -> None:
+    final = _table(lambda p: p).query("step == 1500").drop(columns="step")
+    points = rule.composition_points(final, "n_params")  # final rows only: read as they are
+    assert len(points) == len(WIDTHS) * SEEDS and np.allclose(points["composed_em"], points["product"])
+    assert rule.composition_points(final.drop(columns="split"), "n_params").empty
+    assert rule.composition_points(final[final.split != "test"], "n_params").empty
