@@ -36,6 +36,9 @@ VARIANTS: dict[str, object] = {
     "modular_mul": lambda: Modular(p=13, op="mul", train_fraction=0.6, test_size=20),
     "modular_div": lambda: Modular(p=23, op="div", train_fraction=0.4),
     "composition_final_only": lambda: Composition(steps=2, show_steps=False, ood_steps=4),
+    "composition_step_splits": lambda: Composition(
+        steps=3, n_maps=4, n_values=10, show_steps=False, step_splits=True, min_steps=1
+    ),
 }
 
 # small input spaces, where a broken partition would show up as shared prompts
@@ -128,7 +131,7 @@ def _check_composition(task: Composition, batch: TaskBatch, split: str) -> None:
     maps = task.maps.tolist()
     for row in batch.tokens.tolist():
         ids, x = row[:k], row[k]
-        assert all(v <= i < v + task.n_maps for i in ids) and 0 <= x < v
+        assert all(v <= i < v + task.n_maps + task.step_splits for i in ids) and 0 <= x < v
         chain, y = [], x
         for i in ids:
             y = maps[i - v][y]
@@ -372,3 +375,92 @@ def test_composition_world_is_fixed_by_world_seed() -> None:
     assert all(sorted(f) == list(range(10)) for f in maps) and len({tuple(f) for f in maps}) == 4
     assert torch.equal(task.maps, Composition(n_maps=4, n_values=10, test_seed=3).maps)
     assert not torch.equal(task.maps, Composition(n_maps=4, n_values=10, world_seed=1).maps)
+
+
+# ---- composition with per-step splits (the composition_steps study) -------------------------------------
+
+
+def _step_task(**kw: object) -> Composition:
+    args: dict[str, object] = dict(steps=3, n_maps=4, n_values=10, show_steps=False, step_splits=True)
+    return Composition(**{**args, **kw})  # type: ignore[arg-type]
+
+
+def test_composition_default_layout_and_stream_are_unchanged() -> None:
+    """Without step_splits the task is what it was: same vocabulary, splits and examples (values recorded
+    from the version before the option existed)."""
+    task = Composition(steps=3, show_steps=False, ood_steps=5)
+    assert (task.vocab_size, task.splits) == (14, ("test", "ood"))
+    batch = task.train_batch(4, seed=0, step=0, device="cpu")
+    assert batch.tokens.tolist() == [
+        [13, 11, 13, 3, 5],
+        [12, 12, 11, 8, 2],
+        [10, 11, 12, 7, 1],
+        [13, 10, 13, 3, 4],
+    ]
+    test = task.eval_batch("test", "cpu")
+    assert test.tokens[:3].tolist() == [[11, 10, 10, 1, 7], [11, 12, 11, 6, 6], [12, 10, 10, 5, 1]]
+    assert int(test.tokens.sum()) == 44628
+
+
+def test_composition_step_splits_are_one_map_in_their_slot() -> None:
+    task = _step_task()
+    identity = 10 + 4
+    assert task.vocab_size == 15
+    assert task.splits == ("test", "step1", "step2", "step3", "train")
+    assert task.decode([10, identity, 13, 7]) == "f0 id f3 7" and task.encode("f0 id f3 7") == [10, 14, 13, 7]
+    maps = task.maps.tolist()
+    for i in (1, 2, 3):
+        batch = task.eval_batch(f"step{i}", "cpu")
+        assert batch.answer_pos.tolist() == [4]
+        for row in batch.tokens.tolist():
+            ids, x, y = row[:3], row[3], row[4]
+            assert [j for j, m in enumerate(ids, 1) if m != identity] == [i]
+            assert y == maps[ids[i - 1] - 10][x]
+        # every map of the slot is scored
+        assert set(batch.tokens[:, i - 1].tolist()) == {10, 11, 12, 13}
+    test = task.eval_batch("test", "cpu")
+    assert not (test.tokens[:, :3] == identity).any()
+
+
+def test_composition_min_steps_mixes_lengths_in_random_slots() -> None:
+    task = _step_task(min_steps=1)
+    tokens = torch.cat([task.train_batch(1000, seed=0, step=s, device="cpu").tokens for s in range(4)])
+    real = tokens[:, :3] != 14
+    counts = Counter(real.sum(dim=1).tolist())
+    assert set(counts) == {1, 2, 3}
+    # a uniform number of real maps, 1..3 (the held-out share removes ~10% of the full ones)
+    assert all(
+        abs(counts[n] / len(tokens) - share) < 0.03 for n, share in ((1, 0.345), (2, 0.345), (3, 0.31))
+    )
+    # every slot holds a real map about equally often among the one-map prompts
+    one = real[real.sum(dim=1) == 1].float().mean(dim=0)
+    assert torch.allclose(one, torch.full((3,), 1 / 3), atol=0.04)
+    assert (
+        not _step_task(min_steps=3).train_batch(500, seed=0, step=0, device="cpu").tokens[:, :3].eq(14).any()
+    )
+    # the train split is the training distribution: it has the shorter compositions too
+    assert (task.eval_batch("train", "cpu").tokens[:, :3] == 14).any()
+
+
+def test_composition_only_full_compositions_are_held_out() -> None:
+    task = _step_task(min_steps=1)
+    test = task.eval_batch("test", "cpu")
+    assert task.is_heldout(test).all()
+    seen: set[tuple[int, ...]] = set()
+    for split in ("step1", "step2", "step3", "train"):
+        batch = task.eval_batch(split, "cpu")
+        assert not task.is_heldout(batch).any()
+        seen |= _prompts(batch)
+    for s in range(6):
+        batch = task.train_batch(500, seed=0, step=s, device="cpu")
+        assert not task.is_heldout(batch).any()
+        seen |= _prompts(batch)
+    assert not seen & _prompts(test)
+
+
+def test_composition_min_steps_needs_step_splits_and_a_range() -> None:
+    with pytest.raises(ValueError, match="min_steps"):
+        Composition(steps=3, min_steps=1)
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="min_steps"):
+            _step_task(min_steps=bad)

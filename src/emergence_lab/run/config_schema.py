@@ -276,6 +276,8 @@ class CompositionSchema(HeldOutSchema):
     show_steps: bool = flag()
     world_seed: int = ranged(0, GENERATOR_SEED_MAX)
     ood_steps: int | None = ranged(2)
+    step_splits: bool = flag()
+    min_steps: int | None = ranged(1)
 
 
 @dataclass
