@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab.tasks import TASKS, Addition, Composition, Modular, Parity, Recall, Task, TaskBatch, Text
-from emergence_lab.tasks.base import prompt_hash
+from emergence_lab.tasks.base import _mix, prompt_hash
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
 CONFIGS = sorted(CONF.glob("*.yaml"))
@@ -36,6 +36,9 @@ VARIANTS: dict[str, object] = {
     "modular_mul": lambda: Modular(p=13, op="mul", train_fraction=0.6, test_size=20),
     "modular_div": lambda: Modular(p=23, op="div", train_fraction=0.4),
     "composition_final_only": lambda: Composition(steps=2, show_steps=False, ood_steps=4),
+    "composition_step_splits": lambda: Composition(
+        steps=3, n_maps=4, n_values=10, show_steps=False, step_splits=True, min_steps=1
+    ),
 }
 
 # small input spaces, where a broken partition would show up as shared prompts
@@ -128,7 +131,7 @@ def _check_composition(task: Composition, batch: TaskBatch, split: str) -> None:
     maps = task.maps.tolist()
     for row in batch.tokens.tolist():
         ids, x = row[:k], row[k]
-        assert all(v <= i < v + task.n_maps for i in ids) and 0 <= x < v
+        assert all(v <= i < v + task.n_maps + task.step_splits for i in ids) and 0 <= x < v
         chain, y = [], x
         for i in ids:
             y = maps[i - v][y]
@@ -189,7 +192,7 @@ def test_determinism(name: str) -> None:
     for split in task.splits:
         first, again = task.eval_batch(split, "cpu"), _make(name).eval_batch(split, "cpu")
         assert torch.equal(first.tokens, again.tokens)
-        assert len(first) == task.test_size
+        assert len(first) == _eval_size(task, split)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -220,6 +223,9 @@ def test_train_and_test_are_disjoint(name: str) -> None:
     assert all(not task.is_heldout(b).any() for b in train)
     for split in task.splits:
         test = task.eval_batch(split, "cpu")
+        if split == "train":  # modular: a fixed sample of the training pairs, scored beside the test split
+            assert not task.is_heldout(test).any()
+            continue
         assert task.is_heldout(test).all()
         assert not seen & _prompts(test)
     assert len(seen) > 100  # the sample really explored the space
@@ -262,7 +268,7 @@ def test_ood_splits_are_longer_as_documented() -> None:
     assert (final_only.seq_len("test"), final_only.seq_len("ood")) == (5, 7)
     assert final_only.answer_names("ood") == ("composed",)
 
-    assert Modular().splits == ("test",) and Parity().splits == ("test",)
+    assert Modular().splits == ("test", "train") and Parity().splits == ("test",)
     with pytest.raises(ValueError):
         Addition(digits=4, ood_digits=4)
     with pytest.raises(ValueError):
@@ -295,6 +301,34 @@ def test_modular_split_is_exactly_the_train_fraction(p: int, op: str, frac: floa
     # the split depends on split_seed only
     assert Modular(p=p, op=op, train_fraction=frac, test_seed=9).train_pairs.equal(task.train_pairs)
     assert not Modular(p=p, op=op, train_fraction=frac, split_seed=1).train_pairs.equal(task.train_pairs)
+
+
+def test_modular_train_split_samples_training_pairs() -> None:
+    """The `train` split is a fixed subset of the training pairs, each once; adding it left the test set as
+    it was (its generator is indexed by the split's position, and `test` stays first)."""
+    task = Modular(p=31, op="add", train_fraction=0.3)  # 288 train pairs, 673 test pairs
+    train_pairs = {(int(i) // 31, int(i) % 31) for i in task.train_pairs}
+    batch = task.eval_batch("train", "cpu")
+    pairs = [(a, b) for a, _, b, _, _ in batch.tokens.tolist()]
+    assert len(pairs) == len(set(pairs)) == len(train_pairs) == 288  # fewer than test_size: all of them
+    assert set(pairs) == train_pairs
+    assert [c for *_, c in batch.tokens.tolist()] == [(a + b) % 31 for a, b in pairs]
+    test = {(a, b) for a, _, b, _, _ in task.eval_batch("test", "cpu").tokens.tolist()}
+    assert len(test) == 673 and not test & train_pairs
+
+    small = Modular(p=31, op="add", train_fraction=0.3, test_size=50)
+    sample = [(a, b) for a, _, b, _, _ in small.eval_batch("train", "cpu").tokens.tolist()]
+    assert len(set(sample)) == 50 and set(sample) <= train_pairs
+    gen = torch.Generator().manual_seed(_mix(small.test_seed, 1))  # the test split's seed, as before
+    want = small.test_pairs[torch.randperm(small.test_pairs.numel(), generator=gen)[:50]]
+    got = small.eval_batch("test", "cpu")
+    assert torch.equal(got.tokens[:, 0] * 31 + got.tokens[:, 2], want)
+
+
+def _eval_size(task: Task, split: str) -> int:
+    if split == "train" and isinstance(task, Modular):
+        return min(task.test_size, task.train_pairs.numel())
+    return task.test_size
 
 
 def test_modular_test_subset_has_no_repeats() -> None:
@@ -344,3 +378,92 @@ def test_composition_world_is_fixed_by_world_seed() -> None:
     assert all(sorted(f) == list(range(10)) for f in maps) and len({tuple(f) for f in maps}) == 4
     assert torch.equal(task.maps, Composition(n_maps=4, n_values=10, test_seed=3).maps)
     assert not torch.equal(task.maps, Composition(n_maps=4, n_values=10, world_seed=1).maps)
+
+
+# ---- composition with per-step splits (the composition_steps study) -------------------------------------
+
+
+def _step_task(**kw: object) -> Composition:
+    args: dict[str, object] = dict(steps=3, n_maps=4, n_values=10, show_steps=False, step_splits=True)
+    return Composition(**{**args, **kw})  # type: ignore[arg-type]
+
+
+def test_composition_default_layout_and_stream_are_unchanged() -> None:
+    """Without step_splits the task is what it was: same vocabulary, splits and examples (values recorded
+    from the version before the option existed)."""
+    task = Composition(steps=3, show_steps=False, ood_steps=5)
+    assert (task.vocab_size, task.splits) == (14, ("test", "ood"))
+    batch = task.train_batch(4, seed=0, step=0, device="cpu")
+    assert batch.tokens.tolist() == [
+        [13, 11, 13, 3, 5],
+        [12, 12, 11, 8, 2],
+        [10, 11, 12, 7, 1],
+        [13, 10, 13, 3, 4],
+    ]
+    test = task.eval_batch("test", "cpu")
+    assert test.tokens[:3].tolist() == [[11, 10, 10, 1, 7], [11, 12, 11, 6, 6], [12, 10, 10, 5, 1]]
+    assert int(test.tokens.sum()) == 44628
+
+
+def test_composition_step_splits_are_one_map_in_their_slot() -> None:
+    task = _step_task()
+    identity = 10 + 4
+    assert task.vocab_size == 15
+    assert task.splits == ("test", "step1", "step2", "step3", "train")
+    assert task.decode([10, identity, 13, 7]) == "f0 id f3 7" and task.encode("f0 id f3 7") == [10, 14, 13, 7]
+    maps = task.maps.tolist()
+    for i in (1, 2, 3):
+        batch = task.eval_batch(f"step{i}", "cpu")
+        assert batch.answer_pos.tolist() == [4]
+        for row in batch.tokens.tolist():
+            ids, x, y = row[:3], row[3], row[4]
+            assert [j for j, m in enumerate(ids, 1) if m != identity] == [i]
+            assert y == maps[ids[i - 1] - 10][x]
+        # every map of the slot is scored
+        assert set(batch.tokens[:, i - 1].tolist()) == {10, 11, 12, 13}
+    test = task.eval_batch("test", "cpu")
+    assert not (test.tokens[:, :3] == identity).any()
+
+
+def test_composition_min_steps_mixes_lengths_in_random_slots() -> None:
+    task = _step_task(min_steps=1)
+    tokens = torch.cat([task.train_batch(1000, seed=0, step=s, device="cpu").tokens for s in range(4)])
+    real = tokens[:, :3] != 14
+    counts = Counter(real.sum(dim=1).tolist())
+    assert set(counts) == {1, 2, 3}
+    # a uniform number of real maps, 1..3 (the held-out share removes ~10% of the full ones)
+    assert all(
+        abs(counts[n] / len(tokens) - share) < 0.03 for n, share in ((1, 0.345), (2, 0.345), (3, 0.31))
+    )
+    # every slot holds a real map about equally often among the one-map prompts
+    one = real[real.sum(dim=1) == 1].float().mean(dim=0)
+    assert torch.allclose(one, torch.full((3,), 1 / 3), atol=0.04)
+    assert (
+        not _step_task(min_steps=3).train_batch(500, seed=0, step=0, device="cpu").tokens[:, :3].eq(14).any()
+    )
+    # the train split is the training distribution: it has the shorter compositions too
+    assert (task.eval_batch("train", "cpu").tokens[:, :3] == 14).any()
+
+
+def test_composition_only_full_compositions_are_held_out() -> None:
+    task = _step_task(min_steps=1)
+    test = task.eval_batch("test", "cpu")
+    assert task.is_heldout(test).all()
+    seen: set[tuple[int, ...]] = set()
+    for split in ("step1", "step2", "step3", "train"):
+        batch = task.eval_batch(split, "cpu")
+        assert not task.is_heldout(batch).any()
+        seen |= _prompts(batch)
+    for s in range(6):
+        batch = task.train_batch(500, seed=0, step=s, device="cpu")
+        assert not task.is_heldout(batch).any()
+        seen |= _prompts(batch)
+    assert not seen & _prompts(test)
+
+
+def test_composition_min_steps_needs_step_splits_and_a_range() -> None:
+    with pytest.raises(ValueError, match="min_steps"):
+        Composition(steps=3, min_steps=1)
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="min_steps"):
+            _step_task(min_steps=bad)

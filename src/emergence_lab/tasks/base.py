@@ -173,6 +173,11 @@ class Task(ABC):
         """[B] bool: which examples belong to the evaluation region."""
         return prompt_hash(batch.tokens, batch.answer_pos) < self.test_permille
 
+    def draws_heldout(self, split: str) -> bool:
+        """Whether a split's fixed set comes from the held-out region (the default) or, for a split that
+        measures the training distribution itself, from the training region."""
+        return True
+
     # ---- what everyone uses ------------------------------------------------------------------------
     @property
     def max_seq_len(self) -> int:
@@ -186,14 +191,15 @@ class Task(ABC):
         return self._draw(n, gen, "train", heldout=False)
 
     def eval_batch(self, split: str, device: torch.device | str) -> TaskBatch:
-        """The fixed evaluation set of a split, drawn from the held-out region with `test_seed`.
+        """The fixed evaluation set of a split, drawn from the held-out region with `test_seed` (from the
+        training region where `draws_heldout(split)` is False).
 
         It is always generated on the CPU and then moved: CPU and CUDA generators give different streams,
         and every run of a sweep must be scored on the same examples wherever it ran."""
         if split not in self.splits:
             raise ValueError(f"task {self.name!r} has no split {split!r}; it has {self.splits}")
         gen = make_generator(_mix(self.test_seed, 1 + self.splits.index(split)), "cpu")
-        return self._draw(self.test_size, gen, split, heldout=True).to(device)
+        return self._draw(self.test_size, gen, split, heldout=self.draws_heldout(split)).to(device)
 
     def _draw(self, n: int, gen: torch.Generator, split: str, heldout: bool) -> TaskBatch:
         """Rejection-sample `n` examples from one side of the train/held-out partition."""

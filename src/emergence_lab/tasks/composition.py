@@ -11,6 +11,14 @@ k + 1. With the intermediate steps shown, the task is a chain of single lookups;
 to compose internally. Map ids repeat freely within a prompt. The OOD split, present when `ood_steps` is
 set, chains `ood_steps` (> steps) maps. Note that the input space is small (M^k * V prompts, 640 with the
 defaults), so the evaluation set repeats its about test_permille / 1000 of those prompts.
+
+Per-step evaluation (`step_splits`, Okawa et al. 2023) adds an identity map (id V + M, vocab V + M + 1) and
+the splits `step1..stepk` and `train`. Split `step<i>` is a one-step prompt of slot i: slot i holds a random
+map and every other slot the identity, so its answer is f_{m_i}(x) in the composed layout. Split `train` is
+the training distribution. Both are drawn from the training region: only full k-step compositions are held
+out, so the test split stays the held-out composed task. `min_steps` (needs `step_splits`) makes training mix
+compositions of min_steps..k real maps (a uniform count, in random slots, identity elsewhere): with
+min_steps = 1 the model sees every map alone in every slot, the steps it has to compose.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ class Composition(Task):
         show_steps: bool = True,
         world_seed: int = 0,
         ood_steps: int | None = None,
+        step_splits: bool = False,
+        min_steps: int | None = None,
         **kwargs: int,
     ) -> None:
         super().__init__(**kwargs)
@@ -44,22 +54,44 @@ class Composition(Task):
             raise ValueError(f"there are fewer than n_maps={n_maps} permutations of {n_values} values")
         if ood_steps is not None and ood_steps <= steps:
             raise ValueError(f"ood_steps must exceed steps={steps}, got {ood_steps}")
+        if min_steps is not None and not (step_splits and 1 <= min_steps <= steps):
+            raise ValueError(
+                f"min_steps needs step_splits=true and must be in [1, steps={steps}], got {min_steps}"
+            )
         self.steps = int(steps)
         self.n_maps = int(n_maps)
         self.n_values = int(n_values)
         self.show_steps = bool(show_steps)
         self.world_seed = int(world_seed)
         self.ood_steps = None if ood_steps is None else int(ood_steps)
+        self.step_splits = bool(step_splits)
+        self.min_steps = None if min_steps is None else int(min_steps)
         self.maps = _permutations(self.n_maps, self.n_values, self.world_seed)  # [n_maps, n_values]
+        if self.step_splits:  # the identity map is map id n_maps (token V + M)
+            self.maps = torch.cat([self.maps, torch.arange(self.n_values)[None]])
         self._on_device: dict[str, torch.Tensor] = {}
 
     @property
     def vocab_size(self) -> int:
-        return self.n_values + self.n_maps
+        return self.n_values + self.n_maps + int(self.step_splits)
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return ("test",) if self.ood_steps is None else ("test", "ood")
+        base = ("test",) if self.ood_steps is None else ("test", "ood")
+        if not self.step_splits:
+            return base
+        return (*base, *(f"step{i}" for i in range(1, self.steps + 1)), "train")
+
+    def draws_heldout(self, split: str) -> bool:
+        return split in ("test", "ood")
+
+    def is_heldout(self, batch: TaskBatch) -> torch.Tensor:
+        """Only full compositions (no identity slot) can be held out."""
+        held = super().is_heldout(batch)
+        if not self.step_splits:
+            return held
+        k = int(batch.answer_pos[0]) - 1
+        return held & (batch.tokens[:, :k] != self.n_values + self.n_maps).all(dim=1)
 
     def steps_of(self, split: str) -> int:
         return self.ood_steps if split == "ood" and self.ood_steps is not None else self.steps
@@ -82,6 +114,7 @@ class Composition(Task):
         maps = self._on_device[key]
         ids = torch.randint(0, self.n_maps, (n, k), generator=generator, device=dev)
         y = torch.randint(0, self.n_values, (n,), generator=generator, device=dev)
+        ids = self._with_identities(ids, generator, split)
         x = y
         chain = []
         for i in range(k):
@@ -92,11 +125,30 @@ class Composition(Task):
         answer_pos = torch.arange(k + 1, k + 1 + answers.shape[1], device=dev)
         return TaskBatch(tokens, answer_pos)
 
+    def _with_identities(self, ids: torch.Tensor, generator: torch.Generator, split: str) -> torch.Tensor:
+        """[n, k] map ids with the identity in the slots a split leaves empty (see the module docstring)."""
+        identity = self.n_maps
+        if split.startswith("step"):
+            slot = int(split[4:]) - 1
+            keep = torch.zeros_like(ids, dtype=torch.bool)
+            keep[:, slot] = True
+            return torch.where(keep, ids, identity)
+        if split != "train" or self.min_steps is None:
+            return ids
+        n, k = ids.shape
+        n_real = torch.randint(self.min_steps, k + 1, (n, 1), generator=generator, device=ids.device)
+        scores = torch.rand((n, k), generator=generator, device=ids.device)
+        rank = scores.argsort(dim=1).argsort(dim=1)  # a random order of the slots
+        return torch.where(rank < n_real, ids, identity)
+
     def encode(self, text: str) -> list[int]:
-        """`"f0 f3 f1 7"` -> tokens: map ids `f<i>` and values `<v>`, separated by spaces."""
+        """`"f0 f3 f1 7"` -> tokens: map ids `f<i>` and values `<v>`, separated by spaces (`id`: the
+        identity map, where `step_splits` is on)."""
         out = []
         for word in text.split():
-            if word.startswith("f") and word[1:].isdigit() and int(word[1:]) < self.n_maps:
+            if word == "id" and self.step_splits:
+                out.append(self.n_values + self.n_maps)
+            elif word.startswith("f") and word[1:].isdigit() and int(word[1:]) < self.n_maps:
                 out.append(self.n_values + int(word[1:]))
             elif word.isdigit() and int(word) < self.n_values:
                 out.append(int(word))
@@ -108,7 +160,12 @@ class Composition(Task):
         return out
 
     def decode(self, tokens: list[int]) -> str:
-        return " ".join(f"f{t - self.n_values}" if t >= self.n_values else str(t) for t in tokens)
+        return " ".join(self._word(t) for t in tokens)
+
+    def _word(self, token: int) -> str:
+        if token < self.n_values:
+            return str(token)
+        return "id" if token == self.n_values + self.n_maps else f"f{token - self.n_values}"
 
 
 def _permutations(n_maps: int, n_values: int, seed: int) -> torch.Tensor:
