@@ -58,12 +58,19 @@ def subtask_weights(table: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(["task", "subtask"], sort=True)[WEIGHT].mean().reset_index()
 
 
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho; NaN (without scipy's warning) where either side is constant."""
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(stats.spearmanr(x, y).statistic)
+
+
 def permutation_p(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
     """Spearman's rho of x and y and its two-sided permutation p-value (x's ranks permuted; ties get
     average ranks). Exact up to EXACT_MAX points, else from N_PERMUTATIONS random permutations."""
     rx = stats.rankdata(x)
     ry = stats.rankdata(y)
-    rho = float(stats.spearmanr(x, y).statistic)
+    rho = _spearman(x, y)
     if not math.isfinite(rho):
         return rho, math.nan
     n = len(rx)
@@ -108,7 +115,7 @@ def seed_rhos(group: pd.DataFrame, seed: int = 0) -> dict[int, tuple[float, int]
         rho = math.nan
         if len(pairs) >= MIN_SUBTASKS:
             x, y = np.array(pairs).T
-            rho = float(stats.spearmanr(x, y).statistic)
+            rho = _spearman(x, y)
         out[s] = (rho, len(pairs))
     return out
 

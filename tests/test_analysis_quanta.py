@@ -149,6 +149,8 @@ def test_a_task_without_subtask_weights_adds_no_section(tmp_path: Path) -> None:
 def test_rho_seed_by_seed_from_each_seeds_own_jumps() -> None:
     assert seed_jumps("0: 100-400; 2: 400-900") == {0: 200.0, 2: 600.0}
     assert seed_jumps(None) == {} and seed_jumps("") == {}
+    rho, p = permutation_p(np.array([5.0, 5.0, 5.0]), np.array([1.0, 2.0, 3.0]))  # all at one size
+    assert math.isnan(rho) and math.isnan(p)
     thresholds = _thresholds([1e3, 2e3, 4e3, 8e3, None, None])
     # seed 0 jumps in frequency order, seed 1 in the reverse order, seed 2 on two subtasks only
     brackets = [(100, 200), (200, 400), (400, 800), (800, 1600)]
