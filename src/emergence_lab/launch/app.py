@@ -25,8 +25,9 @@ from emergence_lab.launch.plan import (
 from emergence_lab.launch.resources import job_threads, pin_device
 from emergence_lab.launch.runs import exit_code, launched_states
 from emergence_lab.run.folder import RunFolder
+from emergence_lab.run.pack_train import train_seeds
 from emergence_lab.run.run_id import register_resolvers
-from emergence_lab.run.train import quiet_lightning_logs, secondary_rank, train
+from emergence_lab.run.train import quiet_lightning_logs, secondary_rank
 
 # At import, not only in run_cli: joblib and submitit workers unpickle the task function (importing this
 # module) and then resolve `${run_id:}` in their own process.
@@ -59,7 +60,7 @@ def run_job(cfg: DictConfig) -> str:
     try:
         threads = job_threads(cfg.trainer.threads, hc.launcher, launch_size)
         devices = pin_device(cfg.trainer, job_num)
-        outcome = train(cfg, Path(hc.runtime.output_dir), threads=threads, devices=devices)
+        outcome = train_seeds(cfg, Path(hc.runtime.output_dir), threads=threads, devices=devices)
     except (SystemExit, KeyboardInterrupt):  # stopped before the run's signal handler was in place
         _leave_if_worker(launcher, 1)
         raise

@@ -57,9 +57,17 @@ class PackedTransformer(nn.Module):
                 for name in self.names
             }
         )
-        # the template: its buffers (rotary tables) are shared; its own parameters are never used
-        self.template = copy.deepcopy(models[0]).requires_grad_(False)
-        self._eval_model: Transformer | None = None
+        # a plain model to evaluate one slice at a time; kept out of the module tree (and checkpoints)
+        object.__setattr__(self, "_eval_model", copy.deepcopy(models[0]))
+        # the template of the functional forward: its parameters become non-persistent buffers, so it moves
+        # with `.to()` but adds nothing to the state dict (functional_call replaces them by name)
+        self.template = copy.deepcopy(models[0])
+        for module in self.template.modules():
+            for name, p in list(module._parameters.items()):
+                if p is None:  # a Linear without bias keeps its None
+                    continue
+                del module._parameters[name]
+                module.register_buffer(name, p.detach(), persistent=False)
 
     @classmethod
     def from_seeds(cls, cfg: TransformerConfig, seeds: Sequence[int]) -> PackedTransformer:
@@ -85,10 +93,7 @@ class PackedTransformer(nn.Module):
     @torch.no_grad()
     def model_of(self, i: int) -> Transformer:
         """A plain Transformer holding model i's current weights (one reused instance: for evaluation)."""
-        if self._eval_model is None:
-            self._eval_model = copy.deepcopy(self.template)
-        model = self._eval_model
-        model.to(next(iter(self.params.values())).device)
+        model: Transformer = self._eval_model.to(next(iter(self.params.values())).device)
         own = dict(model.named_parameters())
         for name, p in self.stacked().items():
             own[name].copy_(p[i])

@@ -9,11 +9,12 @@ resume interrupted ones. The id doubles as the run's folder name inside a sweep.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emergence_lab.run.config_schema import register_schemas
 
@@ -63,6 +64,14 @@ def run_id(cfg: DictConfig) -> str:
 
 
 def _resolver(*, _root_: DictConfig) -> str:
+    """The folder of a job: its run's, or for a job of several `seeds` its first seed's run (the others'
+    folders are its siblings, see run/pack_train.py)."""
+    seeds = _root_.get("seeds")
+    if seeds:
+        first = copy.deepcopy(_root_)
+        with open_dict(first):
+            first.seed = int(seeds[0])
+        return run_id(first)
     return run_id(_root_)
 
 
