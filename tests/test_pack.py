@@ -210,7 +210,7 @@ def test_packing_is_not_part_of_the_run_id() -> None:
 def test_pack_size_rule() -> None:
     assert pack_size(3, 10_000, "cpu", 5) == 3
     assert pack_size(8, 10_000, "cpu", 2) == 2  # never more than the job's seeds
-    assert pack_size("auto", 6_240, "cpu", 8) == 8  # width 16, depth 2: gain 1.31
-    assert pack_size("auto", 24_640, "cpu", 8) == 1  # width 32: gain 1.01
+    assert pack_size("auto", 6_224, "cpu", 8) == 8  # width 16, depth 2: gain 1.31
+    assert pack_size("auto", 24_736, "cpu", 8) == 1  # width 32: gain 1.01
     assert pack_size("auto", 5_000_000, "cuda", 3) == 3
     assert pack_size("auto", 20_000_000, "cuda", 3) == 1

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from emergence_lab.launch.configs import CONF_DIR, register_user_studies
 from emergence_lab.launch.launchers import LAUNCH_SIZE_ENV, LAUNCHING_PID_ENV, Launcher
+from emergence_lab.launch.packing import pack_argv
 from emergence_lab.launch.plan import (
     HYDRA_FLAGS_WITHOUT_RUN,
     launch_overrides,
@@ -113,6 +114,7 @@ def run_cli(argv: list[str]) -> int:
             raise SystemExit(error)
         return 0
     try:
+        argv = pack_argv(argv)  # trainer.pack: the seed sweep becomes jobs of several seeds
         master, runs = plan_from_cli(argv)
     except Exception as exc:
         print(f"emergence train: {one_line(exc)}", file=sys.stderr)

@@ -28,7 +28,7 @@ import itertools
 from typing import Any
 
 # (non-embedding parameters at depth 2, gain of 8 packed models) for widths 8, 16, 32, 64
-CPU_PACK_GAIN = ((1_616, 1.40), (6_240, 1.31), (24_640, 1.01), (98_432, 0.99))
+CPU_PACK_GAIN = ((1_576, 1.40), (6_224, 1.31), (24_736, 1.01), (98_624, 0.99))
 CPU_MIN_GAIN = 1.1
 AUTO_PACK = 8
 GPU_MAX_PARAMS = 10_000_000
