@@ -214,3 +214,56 @@ def test_pack_size_rule() -> None:
     assert pack_size("auto", 24_736, "cpu", 8) == 1  # width 32: gain 1.01
     assert pack_size("auto", 5_000_000, "cuda", 3) == 3
     assert pack_size("auto", 20_000_000, "cuda", 3) == 1
+
+
+# ---- sweeps -----------------------------------------------------------------------------------------------
+SMOKE = ["experiment=smoke", "model.width=8", "model.depth=1", "trainer.threads=1", "logger=none"]
+
+
+def test_dry_run_counts_packed_jobs_and_prices_packing(tmp_path: Path, capsys) -> None:
+    from emergence_lab.cli import main as emergence_main
+    from emergence_lab.launch.packing import pack_argv
+    from emergence_lab.launch.plan import job_overrides, plan_from_cli
+    from emergence_lab.run.pack_rule import pack_gain
+
+    root = f"paths.root={tmp_path}"
+    argv = ["-m", *SMOKE, "seed=0,1,2", "trainer.pack=2", root]
+    packed_argv = pack_argv(argv)
+    assert packed_argv[-2:] == ["seed=0", "seeds=[0,1],[2]"]
+    master, runs = plan_from_cli(packed_argv)
+    _, plain = plan_from_cli(["-m", *SMOKE, "seed=0,1,2", root])
+    assert [r.run_id for r in runs] == [r.run_id for r in plain]  # the same runs and folders
+    assert [r.pack for r in runs] == [2, 2, 1] and len(job_overrides(runs)) == 2
+    startup = float(master.estimate.startup_s)
+    gain = pack_gain(2, runs[0].n_params, "cpu")
+    assert gain > 1.3
+    assert runs[0].est_seconds == pytest.approx(
+        (plain[0].est_seconds - startup) / gain + startup / 2, abs=0.1
+    )
+    assert runs[2].est_seconds == plain[2].est_seconds
+    assert (
+        emergence_main(["sweep", "smoke", *SMOKE[1:], "seed=0,1,2", "trainer.pack=2", root, "--dry-run"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "smoke: 3 runs in 2 packed jobs" in out and "TOTAL 3 runs in 2 packed jobs," in out
+    # unpacked: unchanged
+    assert pack_argv(["-m", *SMOKE, "seed=0,1,2", root]) == ["-m", *SMOKE, "seed=0,1,2", root]
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_trains_every_seed_into_its_own_folder(tmp_path: Path) -> None:
+    from emergence_lab.cli import main as emergence_main
+    from emergence_lab.launch.runs import read_manifest
+
+    steps = ["trainer.max_steps=20", "trainer.eval_every=10", "trainer.ckpt_every=10"]
+    command = ["sweep", "smoke", *SMOKE[1:], *steps, "seed=0,1,2", "trainer.pack=3", f"paths.root={tmp_path}"]
+    assert emergence_main(command) == 0
+    sweep = tmp_path / "sweeps" / "smoke"
+    manifest = read_manifest(sweep)
+    assert len(manifest) == 3 and {r["pack"] for r in manifest} == {3}
+    for r in manifest:
+        got = info(sweep / r["run_id"])
+        assert got["status"] == "completed" and got["pack"] == {"size": 3, "seeds": [0, 1, 2]}
+        assert sorted({v[0] for v in values(sweep / r["run_id"])}) == [0, 10, 20]
+    assert emergence_main(command) == 0  # a rerun skips every completed seed
+    assert all(info(sweep / r["run_id"])["attempts"] == 1 for r in manifest)
