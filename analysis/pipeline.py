@@ -24,6 +24,7 @@ from emergence_lab.analysis.aggregate import add_depth, aggregate, observations,
 from emergence_lab.analysis.console import Console
 from emergence_lab.analysis.curves import CurveResult, analyse_curves
 from emergence_lab.analysis.detect import VERDICTS, false_discovery
+from emergence_lab.analysis.extras import ExtraInput, run_extras
 from emergence_lab.analysis.figures import FigureData, draw_all
 from emergence_lab.analysis.metric_check import metric_check
 from emergence_lab.analysis.options import FIGURE_KINDS, CheckOptions, Criteria
@@ -260,6 +261,22 @@ def build(
     before = len(console.warnings)
     with Workers(1) if workers is None else nullcontext(workers) as pool:
         analysis, paths, figure_paths = _build(table, out_dir, options, console, figures, pool, clock)
+    sections = run_extras(
+        ExtraInput(
+            analysis.table,
+            analysis.obs,
+            analysis.thresholds,
+            options.x,
+            analysis.by,
+            options.criteria,
+            options.seed,
+            options.n_boot_fit,
+            out_dir,
+            console,
+        )
+    )
+    paths += [f for s in sections for f in s.files]
+    clock.lap("extras")
     warnings = collect_warnings + console.warnings[before:]
     blocks = build_blocks(
         analysis.thresholds,
@@ -272,6 +289,7 @@ def build(
         analysis.by,
         left_out,
         alerts(analysis.table, left_out),
+        [(s.title, s.blocks) for s in sections],
     )
     paths += figure_paths + write_report(blocks, out_dir)
     clock.lap("report")

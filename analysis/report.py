@@ -260,9 +260,11 @@ def build_blocks(
     by: str = "none",
     left_out: Sequence[LeftOut] = (),
     alerts: Sequence[str] = (),
+    sections: Sequence[tuple[str, list[Block]]] = (),
 ) -> list[Block]:
     """The report: alerts, then one section per task (its verdicts in words beside its scale figure), the
-    other figures, the narrowed tables, the runs left out, the data and settings, and the warnings."""
+    study-specific sections (`sections`: heading and blocks, from analysis.extras), the other figures, the
+    narrowed tables, the runs left out, the data and settings, and the warnings."""
     blocks = [Block("heading", "Emergence analysis", 1)]
     blocks += [Block("alert", a) for a in alerts]
     pngs = [p for p in figures if p.suffix == ".png"]
@@ -291,6 +293,9 @@ def build_blocks(
             image = (scale.relative_to(out_dir).as_posix(), caption)
             scale_shown.add(scale)
         blocks.append(Block("finding", (_findings(task, thresholds, metric_check, main), image)))
+    for title, section in sections:
+        blocks.append(Block("heading", title))
+        blocks += section
     blocks.append(Block("heading", "Figures"))
     rest = [p for p in pngs if p not in scale_shown]
     for task in dict.fromkeys(p.stem.split("_", 1)[1] for p in rest):

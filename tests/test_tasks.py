@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab.tasks import TASKS, Addition, Composition, Modular, Parity, Recall, Task, TaskBatch, Text
-from emergence_lab.tasks.base import prompt_hash
+from emergence_lab.tasks.base import _mix, prompt_hash
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
 CONFIGS = sorted(CONF.glob("*.yaml"))
@@ -189,7 +189,7 @@ def test_determinism(name: str) -> None:
     for split in task.splits:
         first, again = task.eval_batch(split, "cpu"), _make(name).eval_batch(split, "cpu")
         assert torch.equal(first.tokens, again.tokens)
-        assert len(first) == task.test_size
+        assert len(first) == _eval_size(task, split)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -220,6 +220,9 @@ def test_train_and_test_are_disjoint(name: str) -> None:
     assert all(not task.is_heldout(b).any() for b in train)
     for split in task.splits:
         test = task.eval_batch(split, "cpu")
+        if split == "train":  # modular: a fixed sample of the training pairs, scored beside the test split
+            assert not task.is_heldout(test).any()
+            continue
         assert task.is_heldout(test).all()
         assert not seen & _prompts(test)
     assert len(seen) > 100  # the sample really explored the space
@@ -262,7 +265,7 @@ def test_ood_splits_are_longer_as_documented() -> None:
     assert (final_only.seq_len("test"), final_only.seq_len("ood")) == (5, 7)
     assert final_only.answer_names("ood") == ("composed",)
 
-    assert Modular().splits == ("test",) and Parity().splits == ("test",)
+    assert Modular().splits == ("test", "train") and Parity().splits == ("test",)
     with pytest.raises(ValueError):
         Addition(digits=4, ood_digits=4)
     with pytest.raises(ValueError):
@@ -295,6 +298,34 @@ def test_modular_split_is_exactly_the_train_fraction(p: int, op: str, frac: floa
     # the split depends on split_seed only
     assert Modular(p=p, op=op, train_fraction=frac, test_seed=9).train_pairs.equal(task.train_pairs)
     assert not Modular(p=p, op=op, train_fraction=frac, split_seed=1).train_pairs.equal(task.train_pairs)
+
+
+def test_modular_train_split_samples_training_pairs() -> None:
+    """The `train` split is a fixed subset of the training pairs, each once; adding it left the test set as
+    it was (its generator is indexed by the split's position, and `test` stays first)."""
+    task = Modular(p=31, op="add", train_fraction=0.3)  # 288 train pairs, 673 test pairs
+    train_pairs = {(int(i) // 31, int(i) % 31) for i in task.train_pairs}
+    batch = task.eval_batch("train", "cpu")
+    pairs = [(a, b) for a, _, b, _, _ in batch.tokens.tolist()]
+    assert len(pairs) == len(set(pairs)) == len(train_pairs) == 288  # fewer than test_size: all of them
+    assert set(pairs) == train_pairs
+    assert [c for *_, c in batch.tokens.tolist()] == [(a + b) % 31 for a, b in pairs]
+    test = {(a, b) for a, _, b, _, _ in task.eval_batch("test", "cpu").tokens.tolist()}
+    assert len(test) == 673 and not test & train_pairs
+
+    small = Modular(p=31, op="add", train_fraction=0.3, test_size=50)
+    sample = [(a, b) for a, _, b, _, _ in small.eval_batch("train", "cpu").tokens.tolist()]
+    assert len(set(sample)) == 50 and set(sample) <= train_pairs
+    gen = torch.Generator().manual_seed(_mix(small.test_seed, 1))  # the test split's seed, as before
+    want = small.test_pairs[torch.randperm(small.test_pairs.numel(), generator=gen)[:50]]
+    got = small.eval_batch("test", "cpu")
+    assert torch.equal(got.tokens[:, 0] * 31 + got.tokens[:, 2], want)
+
+
+def _eval_size(task: Task, split: str) -> int:
+    if split == "train" and isinstance(task, Modular):
+        return min(task.test_size, task.train_pairs.numel())
+    return task.test_size
 
 
 def test_modular_test_subset_has_no_repeats() -> None:

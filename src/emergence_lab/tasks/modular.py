@@ -8,7 +8,9 @@ Layout (vocab p + 2: residues 0..p-1, OP=p, EQUALS=p+1; T = 5; one answer token 
 The input space is enumerable, so the split is by pair rather than by prompt hash: a fixed random
 `train_fraction` of all pairs, chosen with `split_seed`, is the training data and the complement is the
 test split. The test set is the whole complement (or, with `test_size`, a fixed random subset of it
-without repetition). There is no OOD split.
+without repetition). There is no OOD split. A `train` split scores a fixed random subset of the training
+pairs (`test_size` of them, or all where there are fewer), so a run records training accuracy beside held-out
+accuracy at every evaluation: grokking is the held-out curve rising long after the train curve saturated.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class Modular(Task):
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return ("test",)
+        return ("test", "train")
 
     def seq_len(self, split: str = "train") -> int:
         return 5
@@ -105,10 +107,10 @@ class Modular(Task):
 
     def _draw(self, n: int, gen: torch.Generator, split: str, heldout: bool) -> TaskBatch:
         """Index the pair lists directly: training draws train pairs with replacement, evaluation takes a
-        random subset of the test pairs without repetition."""
+        random subset of its split's pairs without repetition (the `train` split: of the training pairs)."""
         tables = self._tables(gen.device)
-        if heldout:
-            pairs = tables["test_pairs"]
+        if heldout:  # an evaluation set
+            pairs = tables["train_pairs" if split == "train" else "test_pairs"]
             pick = torch.randperm(pairs.numel(), generator=gen, device=gen.device)[:n]
         else:
             pairs = tables["train_pairs"]
