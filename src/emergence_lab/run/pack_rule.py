@@ -8,7 +8,8 @@ other jobs (load average 5.9-10), per-model steps/s of 8 packed models against t
     width            8     16     32     64
     gain (8 packed)  1.40  1.31   1.01   0.99
 
-An earlier measurement on the same machine gave 1.42 / 1.38 / 1.06 / 0.87. Packing repays on a CPU only while
+A second run of the same command (load 6.7-6.9, docs/bench/pack-cpu.json) gave 1.43 / 1.34 / 1.05 / 0.86, and
+an earlier one 1.42 / 1.38 / 1.06 / 0.87. Packing repays on a CPU only while
 one model's step is dominated by per-op overhead rather than arithmetic: from width 32 the matmuls fill the
 core and packing gains nothing.
 
