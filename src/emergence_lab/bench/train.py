@@ -1,7 +1,9 @@
 """`emergence bench train`: the framework's training step (Lightning + EmergenceModule) against a plain
 PyTorch loop doing the same work (same model, data generation, AdamW, grad clipping), per width. It prints
 a table, writes the numbers to `--out` (JSON) when asked, and prints the constants for the `--dry-run`
-time estimate (`estimate.step_overhead_s`, `estimate.flops_per_s`)."""
+time estimate (`estimate.step_overhead_s`, `estimate.flops_per_s`). With `--compile` it also times the
+framework step with `trainer.compile=on` (torch.compile, inductor), interleaved with the other two, and the
+compile time per process (fit start to the first step: compiling plus the one checking step)."""
 
 from __future__ import annotations
 
@@ -60,7 +62,11 @@ def _plain_loop(width: int, depth: int, steps: int, warmup: int, digits: int, ba
     return steps / (time.perf_counter() - start)
 
 
-def _lightning(width: int, depth: int, steps: int, warmup: int, digits: int, batch: int) -> float:
+def _lightning(
+    width: int, depth: int, steps: int, warmup: int, digits: int, batch: int, compile: str = "off"
+) -> tuple[float, float, str]:
+    """Steps/s of the framework's step after `warmup` steps, the seconds from fit start to the first step
+    (the compile time, when compiling) and the module's `compile_mode`."""
     import lightning.pytorch as pl
     import torch
 
@@ -70,6 +76,12 @@ def _lightning(width: int, depth: int, steps: int, warmup: int, digits: int, bat
     from emergence_lab.tasks import Addition
 
     class Clock(pl.Callback):
+        def on_fit_start(self, *_):  # type: ignore[no-untyped-def]
+            self.fit_start = time.perf_counter()  # before the module's on_fit_start, which compiles
+
+        def on_train_start(self, *_):  # type: ignore[no-untyped-def]
+            self.setup_s = time.perf_counter() - self.fit_start
+
         def on_train_batch_start(self, trainer, *_):  # type: ignore[no-untyped-def]
             if trainer.global_step == warmup:
                 self.start = time.perf_counter()
@@ -81,7 +93,9 @@ def _lightning(width: int, depth: int, steps: int, warmup: int, digits: int, bat
     torch.manual_seed(0)
     cfg = TransformerConfig(width=width, depth=depth, vocab_size=12, max_seq_len=task.max_seq_len)
     model = Transformer(cfg)
-    module = EmergenceModule(model, task, OptimConfig(batch_size=batch), seed=0, max_steps=warmup + steps)
+    module = EmergenceModule(
+        model, task, OptimConfig(batch_size=batch), seed=0, max_steps=warmup + steps, compile=compile
+    )
     clock = Clock()
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -96,7 +110,7 @@ def _lightning(width: int, depth: int, steps: int, warmup: int, digits: int, bat
         num_sanity_val_steps=0,
     )
     trainer.fit(module)
-    return clock.rate
+    return clock.rate, clock.setup_s, module.compile_record["compile_mode"]
 
 
 def size_record(
@@ -128,6 +142,22 @@ def size_record(
     }
 
 
+def compiled_record(
+    compiled: list[float], compile_s: list[float], modes: list[str], framework: float
+) -> dict[str, object]:
+    """The `--compile` columns of a bench.json row: the compiled framework step against the eager one."""
+    import numpy as np
+
+    rate = float(np.median(compiled))
+    return {
+        "steps_per_s_framework_compiled": rate,
+        "compiled_over_eager": rate / framework,
+        "compile_s": [round(s, 2) for s in compile_s],  # per process; the first is the cold one
+        "compile_mode": sorted(set(modes)),
+        "repeats_framework_compiled": [round(r, 2) for r in compiled],
+    }
+
+
 def _train_parser() -> _Parser:
     p = _Parser(prog="emergence bench train")
     p.add_argument("--widths", type=_widths, default=[8, 16, 32, 64], help="comma-separated, each >= 1")
@@ -139,6 +169,9 @@ def _train_parser() -> _Parser:
     p.add_argument("--threads", type=_int_at_least(1), default=1)
     p.add_argument("--repeats", type=_int_at_least(1), default=3, help="alternate the loops this many times")
     p.add_argument("--out", type=Path, default=None, help="write the numbers here as JSON")
+    p.add_argument(
+        "--compile", action="store_true", help="also time the framework step with trainer.compile=on"
+    )
     return p
 
 
@@ -167,28 +200,42 @@ def bench_train(argv: list[str]) -> int:
     title = f"training steps/s, depth {args.depth}, batch {args.batch}, {args.threads} thread(s)"
     table = Table(title=title)
     columns = ("width", "n_params", "plain PyTorch", "Lightning", "Lightning / plain", "overhead ms/step")
+    if args.compile:
+        columns = (*columns, "Lightning, compiled", "compiled / eager", "compile s")
     for col in (*columns, "GFLOP/s (plain)"):
         table.add_column(col, justify="right")
     sizes = []
     for width in args.widths:
         shape = (width, args.depth, args.steps, args.warmup, args.digits, args.batch)
-        plain, light = [], []
-        for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
+        plain, light, compiled, compile_s, modes = [], [], [], [], []
+        for _ in range(args.repeats):  # interleaved, so drift in machine load hits all alike
             plain.append(_plain_loop(*shape))
-            light.append(_lightning(*shape))
+            light.append(_lightning(*shape)[0])
+            if args.compile:
+                rate, setup_s, mode = _lightning(*shape, compile="on")
+                compiled.append(rate)
+                compile_s.append(setup_s)
+                modes.append(mode)
         row = size_record(width, args.depth, args.batch, seq, light, plain)
-        sizes.append(row)
         p_rate, l_rate = row["steps_per_s_plain"], row["steps_per_s_framework"]
-        table.add_row(
+        cells = [
             str(width),
             f"{row['n_params']:,}",
             f"{p_rate:.1f} ± {np.std(plain):.1f}",
             f"{l_rate:.1f} ± {np.std(light):.1f}",
             f"{row['ratio']:.2f}",
             f"{row['framework_overhead_ms_per_step']:.2f}",
-            f"{row['flops_per_step'] * p_rate / 1e9:.2f}",  # type: ignore[operator]
-        )
-    Console(width=120).print(table)
+        ]
+        if args.compile:
+            row.update(compiled_record(compiled, compile_s, modes, l_rate))  # type: ignore[arg-type]
+            cells += [
+                f"{row['steps_per_s_framework_compiled']:.1f} ± {np.std(compiled):.1f}",
+                f"{row['compiled_over_eager']:.2f}",
+                f"{compile_s[0]:.1f}",
+            ]
+        sizes.append(row)
+        table.add_row(*cells, f"{row['flops_per_step'] * p_rate / 1e9:.2f}")  # type: ignore[operator]
+    Console(width=160 if args.compile else 120).print(table)
     # seconds per step = overhead + flops / rate, fitted over the widths (the dry-run estimate rule)
     estimate = None
     if len(sizes) >= 2:
@@ -213,6 +260,7 @@ def bench_train(argv: list[str]) -> int:
             "steps": args.steps,
             "warmup": args.warmup,
             "repeats": args.repeats,
+            "compile": args.compile,
             "sizes": sizes,
             "estimate": estimate,
         }

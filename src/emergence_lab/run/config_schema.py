@@ -38,6 +38,7 @@ ADDITION_MAX_DIGITS = 17  # tasks.addition.MAX_DIGITS (a test keeps the two equa
 MODULAR_OPS = ("add", "sub", "mul", "div")  # tasks.modular.OPS
 LR_RULES = ("capped_inverse_width", "inverse_width", "constant")  # optim.LR_RULES
 BUDGET_RULES = ("steps", "tokens", "tokens_per_param")  # budget.RULES
+COMPILE_SETTINGS = ("auto", "on", "off", True, False)  # model.compile_decision takes these
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = (
     "auto",
@@ -169,6 +170,11 @@ def _devices_ok(value: Any) -> bool:
     return False
 
 
+def _compile_ok(value: Any) -> bool:
+    # YAML reads a bare on/off as true/false; the command line passes `trainer.compile=on` as a string
+    return any(value == v and type(value) is type(v) for v in COMPILE_SETTINGS)
+
+
 def _logger_ok(value: Any) -> bool:
     return value is None or (isinstance(value, (dict, DictConfig)) and (not value or "_target_" in value))
 
@@ -232,7 +238,7 @@ class TrainerSchema:
     devices: Any = rule("an integer >= 1, -1 (every device), auto, or a list of device indices", _devices_ok)
     strategy: str = one_of(*STRATEGIES)
     precision: Any = one_of(*PRECISIONS)  # Any: `32` stays the integer it was before the schema
-    compile: bool = flag()
+    compile: Any = rule("auto, on (or true) or off (or false)", _compile_ok)  # Any: `true` stays a bool
     pack: Any = rule(
         "auto or an integer >= 1 (seeds trained together)", lambda v: v == "auto" or _is_int(v, 1)
     )

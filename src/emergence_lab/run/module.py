@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 
 import lightning.pytorch as pl
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 
 from emergence_lab.contract import Score
 from emergence_lab.evaluation import evaluate
-from emergence_lab.model import Transformer
+from emergence_lab.model import Transformer, compile_decision, compile_or_eager
 from emergence_lab.run.optim import OptimConfig, build_optimizer
 from emergence_lab.tasks.base import Task, TaskBatch
 
@@ -39,7 +40,7 @@ class EmergenceModule(pl.LightningModule):
         optim: OptimConfig,
         seed: int,
         max_steps: int,
-        compile: bool = False,
+        compile: bool | str = "off",
         eval_chunk_size: int = 1024,
     ) -> None:
         super().__init__()
@@ -52,13 +53,43 @@ class EmergenceModule(pl.LightningModule):
         self.seq_len = task.seq_len("train") - 1  # the model reads all but the last token
         self.tokens_per_step = optim.batch_size * self.seq_len
         self.flops_per_step = model.cfg.flops_per_token(self.seq_len) * self.tokens_per_step
-        # kept out of the module tree so checkpoints hold one copy of the weights
-        self._train_forward = torch.compile(model) if compile else model
+        self.compile_setting = compile  # on / off / auto: decided at fit start, on the device
+        # for run.json: `compile_decision` (the reason line) and `compile_mode` ("compiled (inductor)" or
+        # "eager: <why>"), filled by on_fit_start and handed to `on_compile_decided` (the run folder's writer)
+        self.compile_record: dict[str, str] = {}
+        self.on_compile_decided: Callable[..., None] | None = None  # called with the record's keys
+        self._set_train_forward(model)
         self._eval_sets: dict[str, TaskBatch] = {}
         self._clock: tuple[float, int] | None = None  # (time, step) where the throughput window began
         self._peak_flops: float | None = None
 
     # ---- training ----------------------------------------------------------------------------------
+    def _set_train_forward(self, forward: torch.nn.Module) -> None:
+        # object.__setattr__, not nn.Module's: a compiled (or plain) module assigned as an attribute would be
+        # registered as a submodule, and state_dict() would hold a second copy of every weight
+        object.__setattr__(self, "_train_forward", forward)
+
+    def on_fit_start(self) -> None:
+        """Compile the training forward or not (`compile_decision`), checked on a real training batch; a
+        compiler that fails leaves the eager model, with the reason (`compile_or_eager`)."""
+        cfg = self.model.cfg
+        on, why = compile_decision(
+            self.compile_setting, cfg.width, cfg.depth, self.max_steps, self.device.type
+        )
+        forward, mode = self.model, "eager: not compiled (see compile_decision)"
+        if on:
+            example = self.task.train_batch(self.optim.batch_size, self.seed, 0, self.device).tokens[:, :-1]
+            # under the training step's autocast (bf16-mixed), so the checked graph is the one training runs
+            step_context = (
+                self._trainer.precision_plugin.train_step_context() if self._trainer else nullcontext()
+            )
+            with step_context:
+                forward, mode = compile_or_eager(self.model, example)
+        self._set_train_forward(forward)
+        self.compile_record = {"compile_decision": why, "compile_mode": mode}
+        if self.on_compile_decided is not None:
+            self.on_compile_decided(**self.compile_record)
+
     def train_dataloader(self) -> _StepTicker:
         return _StepTicker()
 
@@ -127,6 +158,10 @@ class EmergenceModule(pl.LightningModule):
             checkpoint["rng_cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # checkpoints written before the training forward was kept out of the module tree hold its copy too
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("_train_forward.")]:
+            del state[key]
         if "rng_cpu" in checkpoint:
             torch.set_rng_state(checkpoint["rng_cpu"])
         if "rng_cuda" in checkpoint and torch.cuda.is_available():

@@ -41,6 +41,11 @@ if TYPE_CHECKING:
     pass
 
 STATUS_ORDER = ("failed", "refused", "interrupted", "running", "completed")
+# the packed forward (vmap) is not compiled, whatever trainer.compile says; run.json says so
+NOT_COMPILED = {
+    "compile_decision": "compile: off (packed seeds: the packed forward is not compiled)",
+    "compile_mode": "eager: packed",
+}
 
 
 def job_seeds(cfg: DictConfig) -> list[int]:
@@ -162,7 +167,7 @@ def _train_packed(
         for (_, scfg, rid, folder, _), run in zip(chunk, runs, strict=True):
             folder.write_config(OmegaConf.to_yaml(OmegaConf.to_container(scfg, resolve=True)))
             info = run_info(spec, run.static, module.flops_per_step, str(t.accelerator), threads, devices)
-            folder.info.update({**info, "pack": {"size": len(seeds), "seeds": seeds}})
+            folder.info.update({**info, "pack": {"size": len(seeds), "seeds": seeds}, **NOT_COMPILED})
             resumes.append(_prepare_resume(folder, rid))
             folder.write_info()
         answer_lens = {s: len(spec.task.answer_names(s)) for s in spec.task.splits}

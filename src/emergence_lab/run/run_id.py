@@ -45,7 +45,21 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
             value = OmegaConf.to_container(value, resolve=True)
             _drop_dotted(value, key, ignore)
         out[str(key)] = value
+    trainer = out.get("trainer")
+    if isinstance(trainer, dict) and "compile" in trainer:
+        trainer["compile"] = compile_in_id(trainer["compile"], trainer.get("accelerator"))
     return out
+
+
+def compile_in_id(setting: Any, accelerator: Any) -> Any:
+    """`trainer.compile` as the boolean it was before `auto` existed, so no run id moved: on -> true,
+    off -> false, and auto -> what the trainer configs said before (true on a GPU, false elsewhere).
+    Compiling changes a run's numbers only by float rounding; run.json records what was done."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    if setting == "auto":
+        return accelerator in ("gpu", "cuda")
+    return setting
 
 
 def _drop_dotted(node: dict[str, Any], prefix: str, ignore: set[str]) -> None:

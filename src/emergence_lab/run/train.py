@@ -157,6 +157,7 @@ def _train_locked(
         torch.set_num_threads(int(threads))
         pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
         module, recorder, static = _build(cfg, spec, folder, rid)
+        module.on_compile_decided = folder.write_info  # at fit start, on the device (a bound method pickles)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         folder.write_config(OmegaConf.to_yaml(resolved))
         folder.info.update(
@@ -226,7 +227,7 @@ def _build(
     task, model_cfg, t = spec.task, spec.model, cfg.trainer
     model = Transformer(model_cfg)
     module = EmergenceModule(
-        model, task, spec.optim, int(cfg.seed), spec.max_steps, bool(t.compile), t.eval_chunk_size
+        model, task, spec.optim, int(cfg.seed), spec.max_steps, t.compile, t.eval_chunk_size
     )
     static = {
         "schema_version": SCHEMA_VERSION,
