@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv if missing and install the project with the dev extra
 
-demo: setup  ## the demo study: 3-digit addition, widths x depths x 2 seeds, then analysis and figures
+demo: setup  ## the demo study: 3-digit addition, widths x depths x 3 seeds (packed), then analysis and figures
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/emergence sweep demo hydra/launcher=joblib
 	$(BIN)/emergence analyze outputs/sweeps/demo --out outputs/analysis/demo
 

@@ -11,6 +11,18 @@ from emergence_lab.bench.gpu import default_peak_flops, main, nanogpt_flops_per_
 
 TINY = ["--device", "cpu", "--width", "32", "--depth", "2", "--head-dim", "16", "--seq-len", "16"]
 TINY += ["--vocab", "64", "--batch", "2", "--steps", "2", "--warmup", "1"]
+TINY += [
+    "--pack-n",
+    "3",
+    "--pack-width",
+    "8",
+    "--pack-batch",
+    "2",
+    "--pack-seq-len",
+    "4",
+    "--pack-steps",
+    "1",
+]
 
 
 def test_tiny_cpu_run_writes_the_fields_and_mfu_by_the_nanogpt_formula(tmp_path):
@@ -42,6 +54,23 @@ def test_tiny_cpu_run_writes_the_fields_and_mfu_by_the_nanogpt_formula(tmp_path)
     assert eager["tokens_per_s"] * eager["step_s"] == pytest.approx(2 * 16)
     assert eager["mfu"] == pytest.approx(eager["tokens_per_s"] * 172_992 / 1e12)
     assert eager["final_loss"] == pytest.approx(eager["final_loss"])  # finite
+    pack = report["pack"]
+    assert (pack["n"], pack["width"], pack["depth"], pack["batch_per_model"], pack["seq_len"]) == (
+        3,
+        8,
+        2,
+        2,
+        4,
+    )
+    assert pack["n_params_per_model"] == 2 * (12 * 8 * 8 + 2 * 8) + 8  # 12 L d^2 + LayerNorm gains
+    assert pack["tokens_per_s_packed"] > 0 and pack["tokens_per_s_serial"] > 0
+    assert pack["gain"] == pytest.approx(pack["tokens_per_s_packed"] / pack["tokens_per_s_serial"])
+
+
+def test_pack_zero_skips_the_packing_measurement(tmp_path):
+    out = tmp_path / "gpu.json"
+    assert main([*TINY, "--compile", "off", "--pack-n", "0", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["pack"] is None
 
 
 def test_no_peak_on_cpu_leaves_mfu_out(tmp_path):
@@ -96,3 +125,16 @@ def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys):
 def test_cuda_without_a_gpu_is_a_clear_error(capsys):
     assert main(["--steps", "1"]) == 2
     assert "no CUDA device here" in capsys.readouterr().err
+
+
+def test_the_script_imports_neither_lightning_nor_hydra_nor_wandb(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from emergence_lab.bench.gpu import main; "
+        f"assert main({[*TINY, '--compile', 'off', '--out', str(tmp_path / 'g.json')]!r}) == 0; "
+        "bad = [m for m in ('lightning', 'hydra', 'wandb', 'omegaconf') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)

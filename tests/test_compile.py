@@ -208,7 +208,8 @@ def test_bench_compile_times_the_compiled_step_beside_eager(
     assert report["compile"] is True
     (row,) = report["sizes"]
     assert row["compile_mode"] == ["compiled (inductor)"]
-    assert len(row["compile_s"]) == 2 and all(s > 0 for s in row["compile_s"])
+    # rounded to 0.01 s: a fast stand-in compiler can take 0.00 s
+    assert len(row["compile_s"]) == 2 and all(s >= 0 for s in row["compile_s"])
     rates = row["repeats_framework_compiled"]
     assert len(rates) == 2 and row["steps_per_s_framework_compiled"] == pytest.approx(
         sum(rates) / 2, rel=0.01

@@ -361,8 +361,8 @@ def test_the_schemas_keep_values_as_typed_so_run_ids_do_not_move():
         ),
         (
             "+seedz=3",
-            "seedz: not a key of the config; its keys are seed, sweep, run_id_ignore, estimate, paths, "
-            "model, task, optim, budget, trainer, logger, analysis",
+            "seedz: not a key of the config; its keys are seed, seeds, sweep, run_id_ignore, estimate, "
+            "paths, model, task, optim, budget, trainer, logger, analysis",
         ),
         (
             "estimate.x=1",

@@ -11,6 +11,10 @@ autocast, the batch given (16) or the largest power-of-two fraction of it that f
   embeddings with rotary), L layers, H heads of size Q, T the sequence length. The peak is `--peak-flops` or
   a per-device default for dense bf16 (H100/H200 989e12, A100 312e12); elsewhere MFU is left out.
 
+- packing (`trainer.pack`): the aggregate tokens/s of `--pack-n` width-64 models (depth 2, batch 128,
+  sequence 32, vocabulary 16 by default) trained packed (run/packed_model.py) against the same models one at
+  a time, each side a full step per model (forward, backward, per-model clipping, AdamW), bf16 on a GPU.
+
 `--device cpu` with tiny shapes runs the same code path; the test suite does that, timing nothing.
 """
 
@@ -64,6 +68,13 @@ def _parser() -> _Parser:
     p.add_argument("--warmup", type=_int_at_least(0), default=5, help="untimed steps per mode")
     p.add_argument("--compile", choices=("both", "on", "off"), default="both")
     p.add_argument("--peak-flops", type=_float_positive, default=None, help="default: by device name")
+    p.add_argument("--pack-n", type=_int_at_least(0), default=8, help="models packed; 0: skip packing")
+    p.add_argument("--pack-width", type=_int_at_least(1), default=64)
+    p.add_argument("--pack-depth", type=_int_at_least(1), default=2)
+    p.add_argument("--pack-batch", type=_int_at_least(1), default=128, help="per model")
+    p.add_argument("--pack-seq-len", type=_int_at_least(1), default=32)
+    p.add_argument("--pack-vocab", type=_int_at_least(2), default=16)
+    p.add_argument("--pack-steps", type=_int_at_least(1), default=50, help="timed steps per side")
     return p
 
 
@@ -144,6 +155,39 @@ def _measure_fitting(args: argparse.Namespace, device, compiled: bool) -> tuple[
             torch.cuda.empty_cache()
 
 
+def _measure_packing(args: argparse.Namespace, device) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Aggregate tokens/s of `--pack-n` small models, packed and one at a time."""
+    from emergence_lab.bench.pack import measure_pack
+
+    n, seq, batch = args.pack_n, args.pack_seq_len, args.pack_batch
+    m = measure_pack(
+        args.pack_width,
+        args.pack_depth,
+        n,
+        steps=args.pack_steps,
+        warmup=args.warmup,
+        batch=batch,
+        seq_len=seq,
+        vocab=args.pack_vocab,
+        device=device,
+        bf16=device.type == "cuda",
+    )
+    tokens = n * batch * seq  # per step of all n models
+    packed, serial = tokens / m["packed_s_per_step"], tokens / m["serial_s_per_step"]
+    print(f"pack: {n} x width {args.pack_width}: {packed:,.0f} tokens/s packed, {serial:,.0f} one at a time")
+    return {
+        "n": n,
+        "width": args.pack_width,
+        "depth": args.pack_depth,
+        "batch_per_model": batch,
+        "seq_len": seq,
+        "n_params_per_model": int(m["n_params"]),
+        "tokens_per_s_packed": packed,
+        "tokens_per_s_serial": serial,
+        "gain": packed / serial,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
@@ -198,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         rate, ms = result["tokens_per_s"], 1e3 * result["step_s"]  # type: ignore[operator]
         print(f"{name}: batch {used}, {rate:,.0f} tokens/s, {ms:.1f} ms/step{mfu}")
 
+    pack = _measure_packing(args, device) if args.pack_n else None
     report = {
         "benchmark": "gpu",
         "device": str(device),
@@ -224,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "warmup": args.warmup,
         "results": results,
+        "pack": pack,
     }
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

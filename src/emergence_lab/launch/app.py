@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from emergence_lab.launch.configs import CONF_DIR, register_user_studies
 from emergence_lab.launch.launchers import LAUNCH_SIZE_ENV, LAUNCHING_PID_ENV, Launcher
+from emergence_lab.launch.packing import pack_argv
 from emergence_lab.launch.plan import (
     HYDRA_FLAGS_WITHOUT_RUN,
     launch_overrides,
@@ -25,8 +26,9 @@ from emergence_lab.launch.plan import (
 from emergence_lab.launch.resources import job_threads, pin_device
 from emergence_lab.launch.runs import exit_code, launched_states
 from emergence_lab.run.folder import RunFolder
+from emergence_lab.run.pack_train import train_seeds
 from emergence_lab.run.run_id import register_resolvers
-from emergence_lab.run.train import quiet_lightning_logs, secondary_rank, train
+from emergence_lab.run.train import quiet_lightning_logs, secondary_rank
 
 # At import, not only in run_cli: joblib and submitit workers unpickle the task function (importing this
 # module) and then resolve `${run_id:}` in their own process.
@@ -59,7 +61,7 @@ def run_job(cfg: DictConfig) -> str:
     try:
         threads = job_threads(cfg.trainer.threads, hc.launcher, launch_size)
         devices = pin_device(cfg.trainer, job_num)
-        outcome = train(cfg, Path(hc.runtime.output_dir), threads=threads, devices=devices)
+        outcome = train_seeds(cfg, Path(hc.runtime.output_dir), threads=threads, devices=devices)
     except (SystemExit, KeyboardInterrupt):  # stopped before the run's signal handler was in place
         _leave_if_worker(launcher, 1)
         raise
@@ -112,6 +114,7 @@ def run_cli(argv: list[str]) -> int:
             raise SystemExit(error)
         return 0
     try:
+        argv = pack_argv(argv)  # trainer.pack: the seed sweep becomes jobs of several seeds
         master, runs = plan_from_cli(argv)
     except Exception as exc:
         print(f"emergence train: {one_line(exc)}", file=sys.stderr)

@@ -55,6 +55,7 @@ class PlannedRun:
     flops: float
     est_seconds: float
     mem_bytes: int = 0  # estimated memory of the run on its device (run/memory.py)
+    pack: int = 1  # seeds trained together with this one (trainer.pack), itself included
 
 
 # ---- planning ---------------------------------------------------------------------------------------
@@ -123,6 +124,39 @@ def describe(cfg: DictConfig, overrides: list[str], mem_budget: MemoryBudget | N
     )
 
 
+def describe_job(
+    cfg: DictConfig, overrides: list[str], mem_budget: MemoryBudget | None = None
+) -> list[PlannedRun]:
+    """The runs of one job: one, or one per seed of its `seeds`, each priced as part of its pack. A pack of
+    N pays the start-up once and trains at the measured per-model gain (run/pack_rule.py)."""
+    from emergence_lab.run.pack_rule import pack_gain, pack_size
+    from emergence_lab.run.pack_train import job_seeds, seed_config
+
+    if cfg.get("seeds") is None:
+        return [describe(cfg, overrides, mem_budget)]
+    seeds = job_seeds(cfg)
+    runs = [describe(seed_config(cfg, s), overrides, mem_budget) for s in seeds]
+    device = "cpu" if str(cfg.trainer.accelerator) == "cpu" else "cuda"
+    size = pack_size(cfg.trainer.get("pack", 1), runs[0].n_params, device, len(seeds))
+    startup = float(cfg.estimate.startup_s)
+    for start in range(0, len(runs), size):
+        group = runs[start : start + size]
+        gain = pack_gain(len(group), group[0].n_params, device)
+        for r in group:
+            r.pack = len(group)
+            r.est_seconds = round((r.est_seconds - startup) / gain + startup / len(group), 1)
+    return runs
+
+
+def job_overrides(runs: list[PlannedRun]) -> list[list[str]]:
+    """The override list of every job of a plan, in order (the seeds of a packed job share one)."""
+    jobs: list[list[str]] = []
+    for r in runs:
+        if not jobs or jobs[-1] != r.overrides:
+            jobs.append(r.overrides)
+    return jobs
+
+
 def plan(config_loader: Any, master: DictConfig, task_overrides: list[str]) -> list[PlannedRun]:
     runs = []
     jobs = expand(master, task_overrides)
@@ -131,7 +165,7 @@ def plan(config_loader: Any, master: DictConfig, task_overrides: list[str]) -> l
     budget = launcher.memory_budget(launcher.jobs_at_once(len(jobs), cpu_cores()))
     for job in jobs:
         cfg = config_loader.load_sweep_config(master, job)
-        runs.append(describe(cfg, job, budget))
+        runs += describe_job(cfg, job, budget)
     _check_distinct(runs)
     return runs
 
@@ -164,7 +198,7 @@ def plan_from_cli(argv: list[str]) -> tuple[DictConfig, list[PlannedRun]]:
         _check_analysis_block(master)
         if not multirun:
             budget = Launcher.of(master.hydra.launcher).memory_budget(1)
-            return master, [describe(master, overrides, budget)]
+            return master, describe_job(master, overrides, budget)
         return master, plan(GlobalHydra.instance().config_loader(), master, overrides)
 
 

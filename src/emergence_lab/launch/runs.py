@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab.contract import MANIFEST_FILE
 from emergence_lab.launch.launchers import LAUNCH_SIZE_ENV, Launcher
-from emergence_lab.launch.plan import PlannedRun, expand, load_plan, plan
+from emergence_lab.launch.plan import PlannedRun, expand, job_overrides, load_plan, plan
 from emergence_lab.launch.resources import cpu_cores, job_threads
 from emergence_lab.run.folder import RunFolder, RunInfoError, atomic_write_text, load_run_info
 from emergence_lab.run.run_id import register_resolvers
@@ -118,17 +118,19 @@ class SweepCallback(Callback):
         task_overrides = list(config.hydra.overrides.task)
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = load_plan(sweep_dir, task_overrides)
-        if runs is None or [r.overrides for r in runs] != expand(config, task_overrides):
+        if runs is None or job_overrides(runs) != expand(config, task_overrides):
             runs = plan(GlobalHydra.instance().config_loader(), config, task_overrides)
         self.launched = {r.run_id for r in runs}
         sweep_dir.mkdir(parents=True, exist_ok=True)
         analysis = config.get("analysis")
         analysis = OmegaConf.to_container(analysis, resolve=True) if analysis is not None else None
         write_manifest(sweep_dir, str(config.sweep), runs, analysis)  # type: ignore[arg-type]
-        os.environ[LAUNCH_SIZE_ENV] = str(len(runs))
-        at_once, where = Launcher.of(config.hydra.launcher).runs_at_once(len(runs), cpu_cores())
-        threads = job_threads(config.trainer.threads, config.hydra.launcher, len(runs))
-        print(f"[sweep] {len(runs)} runs planned in {sweep_dir}", flush=True)
+        n_jobs = len(job_overrides(runs))  # the seeds of a packed job train in one process
+        os.environ[LAUNCH_SIZE_ENV] = str(n_jobs)
+        at_once, where = Launcher.of(config.hydra.launcher).runs_at_once(n_jobs, cpu_cores())
+        threads = job_threads(config.trainer.threads, config.hydra.launcher, n_jobs)
+        packed = f" in {n_jobs} packed jobs" if n_jobs < len(runs) else ""
+        print(f"[sweep] {len(runs)} runs{packed} planned in {sweep_dir}", flush=True)
         print(f"[sweep] up to {at_once} at once ({where}), {threads} CPU threads each", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import sys
 
 from emergence_lab.launch.configs import studies
-from emergence_lab.launch.plan import HYDRA_FLAGS_WITHOUT_RUN, PlannedRun, one_line, plan_from_cli
+from emergence_lab.launch.packing import pack_argv
+from emergence_lab.launch.plan import (
+    HYDRA_FLAGS_WITHOUT_RUN,
+    PlannedRun,
+    job_overrides,
+    one_line,
+    plan_from_cli,
+)
 from emergence_lab.run.memory import human_bytes
 
 
@@ -33,12 +40,18 @@ def sweep_cli(argv: list[str]) -> int:
 
         return run_cli(hydra_argv)
     try:
-        master, runs = plan_from_cli(hydra_argv)
+        master, runs = plan_from_cli(pack_argv(hydra_argv))
     except Exception as exc:
         print(f"emergence sweep: {one_line(exc)}", file=sys.stderr)
         return 2
-    print_plan(runs, f"{study}: {len(runs)} runs -> {master.hydra.sweep.dir}")
+    print_plan(runs, f"{study}: {runs_line(runs)} -> {master.hydra.sweep.dir}")
     return 0
+
+
+def runs_line(runs: list[PlannedRun]) -> str:
+    """`24 runs`, or `24 runs in 8 packed jobs` when seeds train together."""
+    n_jobs = len(job_overrides(runs))
+    return f"{len(runs)} runs" + (f" in {n_jobs} packed jobs" if n_jobs < len(runs) else "")
 
 
 def print_plan(runs: list[PlannedRun], title: str) -> None:
@@ -77,7 +90,7 @@ def print_plan(runs: list[PlannedRun], title: str) -> None:
     Console(width=160).print(table)
     n_params, tokens, flops = (sum(getattr(r, k) for r in runs) for k in ("n_params", "tokens", "flops"))
     print(
-        f"TOTAL {len(runs)} runs, {n_params:,} params, {tokens:.3g} tokens, {flops:.3g} FLOPs, "
+        f"TOTAL {runs_line(runs)}, {n_params:,} params, {tokens:.3g} tokens, {flops:.3g} FLOPs, "
         f"est. {_duration(total_time)} serial"
     )
 

@@ -239,6 +239,9 @@ class TrainerSchema:
     strategy: str = one_of(*STRATEGIES)
     precision: Any = one_of(*PRECISIONS)  # Any: `32` stays the integer it was before the schema
     compile: Any = rule("auto, on (or true) or off (or false)", _compile_ok)  # Any: `true` stays a bool
+    pack: Any = rule(
+        "auto or an integer >= 1 (seeds trained together)", lambda v: v == "auto" or _is_int(v, 1)
+    )
     max_steps: int | None = ranged(1)
     threads: Any = rule("auto or an integer >= 1", lambda v: v == "auto" or _is_int(v, 1))
     deterministic: bool = flag()
@@ -346,6 +349,17 @@ class ConfigSchema:
     """The top level of conf/config.yaml; each group below is checked by the schema of its option."""
 
     seed: int = ranged(0, SEED_MAX)
+    seeds: Any = rule(
+        "null or a non-empty list of distinct seeds >= 0",
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, (list, ListConfig))
+                and 0 < len(v) == len(set(v))
+                and all(_is_int(x, 0) for x in v)
+            )
+        ),
+    )
     sweep: str = rule("letters, digits and _.- only, not starting with a dot", is_name)
     run_id_ignore: list[str] = rule(
         "a list of dotted keys of this config", lambda v: isinstance(v, (list, ListConfig))

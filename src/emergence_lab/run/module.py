@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.throughput import get_available_flops
+from torch import nn
 
 from emergence_lab.contract import Score
 from emergence_lab.evaluation import evaluate
@@ -134,16 +135,7 @@ class EmergenceModule(pl.LightningModule):
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         optimizer = build_optimizer(self.model, self.optim, self.device.type)
-        o = self.optim
-        warmup, total, floor = o.warmup_steps, max(self.max_steps, 1), o.min_lr_ratio
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(self.optim, self.max_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- evaluation --------------------------------------------------------------------------------
@@ -154,26 +146,7 @@ class EmergenceModule(pl.LightningModule):
 
     def evaluate(self) -> list[tuple[str, Score]]:
         """(split, score) for every split of the task, at the current weights."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            out = []
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast()):
-                for split in self.task.splits:
-                    # a task may score a split itself (text: loss per byte, ICL and induction scores)
-                    scores = self.task.evaluate_split(
-                        self.model, split, self.eval_set(split), self.eval_chunk_size
-                    ) or evaluate(
-                        self.model,
-                        self.eval_set(split),
-                        self.task.answer_names(split),
-                        self.task.subtask_names,
-                        self.eval_chunk_size,
-                    )
-                    out += [(split, score) for score in scores]
-            return out
-        finally:
-            self.model.train(was_training)
+        return score_model(self.model, self.task, self.eval_set, self.eval_chunk_size, self._autocast())
 
     def _autocast(self) -> bool:
         return self.device.type == "cuda" and "bf16" in str(self.trainer.precision)
@@ -193,3 +166,41 @@ class EmergenceModule(pl.LightningModule):
             torch.set_rng_state(checkpoint["rng_cpu"])
         if "rng_cuda" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
+
+
+def lr_schedule(o: OptimConfig, max_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor of a step: linear warmup, then cosine decay to `min_lr_ratio`."""
+    warmup, total, floor = o.warmup_steps, max(max_steps, 1), o.min_lr_ratio
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return schedule
+
+
+def score_model(
+    model: nn.Module,
+    task: Task,
+    eval_set: Callable[[str], TaskBatch],
+    chunk_size: int,
+    autocast: bool,
+) -> list[tuple[str, Score]]:
+    """(split, score) for every split of `task`, scoring `model` in eval mode on `eval_set(split)`."""
+    was_training = model.training
+    model.eval()
+    device_type = next(model.parameters()).device.type
+    try:
+        out = []
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+            for split in task.splits:
+                # a task may score a split itself (text: loss per byte, ICL and induction scores)
+                scores = task.evaluate_split(model, split, eval_set(split), chunk_size) or evaluate(
+                    model, eval_set(split), task.answer_names(split), task.subtask_names, chunk_size
+                )
+                out += [(split, score) for score in scores]
+        return out
+    finally:
+        model.train(was_training)

@@ -1,23 +1,36 @@
 """Stable run ids: a readable prefix plus a hash of the resolved config.
 
 The id ignores everything that does not change what is trained: Hydra's own settings, paths, the logger, the
-sweep's name, the study's `analysis` block (what to plot), the dry-run `estimate` rule and the keys listed in
-`run_id_ignore` (thread counts, the progress bar). The same config
+sweep's name, the study's `analysis` block (what to plot), the dry-run `estimate` rule, packing (`seeds`,
+`trainer.pack`) and the keys listed in `run_id_ignore` (thread counts, the progress bar). The same config
 therefore lands in the same folder every time, which is what lets a rerun of a sweep skip finished runs and
 resume interrupted ones. The id doubles as the run's folder name inside a sweep.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emergence_lab.run.config_schema import register_schemas
 
-ALWAYS_IGNORED = ("hydra", "paths", "logger", "sweep", "estimate", "analysis", "run_id_ignore")
+# `seeds` and `trainer.pack` say which seeds one process trains together: a packed seed is the same run as
+# the unpacked one (the same weights, batches and schedule; numbers agree to rounding), so the same folder.
+ALWAYS_IGNORED = (
+    "hydra",
+    "paths",
+    "logger",
+    "sweep",
+    "estimate",
+    "analysis",
+    "run_id_ignore",
+    "seeds",
+    "trainer.pack",
+)
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
@@ -65,6 +78,14 @@ def run_id(cfg: DictConfig) -> str:
 
 
 def _resolver(*, _root_: DictConfig) -> str:
+    """The folder of a job: its run's, or for a job of several `seeds` its first seed's run (the others'
+    folders are its siblings, see run/pack_train.py)."""
+    seeds = _root_.get("seeds")
+    if seeds:
+        first = copy.deepcopy(_root_)
+        with open_dict(first):
+            first.seed = int(seeds[0])
+        return run_id(first)
     return run_id(_root_)
 
 

@@ -161,18 +161,7 @@ def _train_locked(
         resolved = OmegaConf.to_container(cfg, resolve=True)
         folder.write_config(OmegaConf.to_yaml(resolved))
         folder.info.update(
-            {
-                **static,
-                "max_steps": spec.max_steps,
-                "tokens_per_step": spec.tokens_per_step,
-                "flops_per_step": module.flops_per_step,
-                "threads": int(threads),
-                "devices": devices if isinstance(devices, (int, str)) else list(devices),
-                "device": _device_name(str(t.accelerator), devices),
-                "versions": package_versions(),
-                **git_state(),
-                **spec.task.provenance(),  # a text corpus's sha256 and size
-            }
+            run_info(spec, static, module.flops_per_step, str(t.accelerator), threads, devices)
         )
         resume = _prepare_resume(folder, rid)
         folder.write_info()
@@ -202,6 +191,29 @@ def _train_locked(
         note = "; ".join(x for x in (reason, unsaved) if x)
         print(f"[{outcome.status}] {rid} -> {folder.path}" + (f" ({note})" if note else ""), flush=True)
     return outcome
+
+
+def run_info(
+    spec: RunSpec,
+    static: dict[str, Any],
+    flops_per_step: int,
+    accelerator: str,
+    threads: int,
+    devices: Devices,
+) -> dict[str, Any]:
+    """What run.json records of a run besides its status: its columns, budget, machine and provenance."""
+    return {
+        **static,
+        "max_steps": spec.max_steps,
+        "tokens_per_step": spec.tokens_per_step,
+        "flops_per_step": flops_per_step,
+        "threads": int(threads),
+        "devices": devices if isinstance(devices, (int, str)) else list(devices),
+        "device": _device_name(accelerator, devices),
+        "versions": package_versions(),
+        **git_state(),
+        **spec.task.provenance(),  # a text corpus's sha256 and size
+    }
 
 
 def _build(
