@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from emergence_lab.analysis.bigbench import is_bigbench, read_bigbench
 from emergence_lab.analysis.console import Console
-from emergence_lab.analysis.jsonl import read_results_jsonl, run_info, warn_lines
+from emergence_lab.analysis.jsonl import read_results_jsonl, run_info, warn_lines, with_subtask_weights
 from emergence_lab.analysis.lm_eval import read_lm_eval
 from emergence_lab.analysis.runs import LeftOut, select
 from emergence_lab.analysis.schema import MIN_COLUMNS, normalise
@@ -117,6 +117,7 @@ def collect_runs(
         else:
             source = str(folder)
             times[source] = info.time
+            table = with_subtask_weights(table, info.subtask_weights)
             tables.append(table.append_column("source", pa.array([source] * table.num_rows, pa.string())))
 
     for spec in inputs:

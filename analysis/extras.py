@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from emergence_lab.analysis.composition_rule import composition_rule
 from emergence_lab.analysis.extra_types import Extra, ExtraInput, ExtraSection
 from emergence_lab.analysis.per_seed import per_seed
+from emergence_lab.analysis.quanta import quanta
 
 __all__ = ["EXTRAS", "Extra", "ExtraInput", "ExtraSection", "run_extras"]
 
-EXTRAS: tuple[Extra, ...] = (per_seed, composition_rule)
+EXTRAS: tuple[Extra, ...] = (per_seed, composition_rule, quanta)
 
 
 def run_extras(inp: ExtraInput, extras: Sequence[Extra] | None = None) -> list[ExtraSection]:

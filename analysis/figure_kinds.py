@@ -51,6 +51,14 @@ REGISTRY: tuple[FigureKind, ...] = (
         "Token accuracy per answer position against scale.",
         "Token accuracy per answer position against scale, for the deepest depth.",
     ),
+    FigureKind(
+        "subtasks",
+        2,
+        "Each subtask against scale, coloured by its training frequency rank (dark: most frequent); dashed: "
+        "the mean over subtasks; triangles: each subtask's threshold.",
+        "Each subtask against scale for the deepest depth, coloured by its training frequency rank (dark: "
+        "most frequent); dashed: the mean over subtasks; triangles: each subtask's threshold.",
+    ),
 )
 FIGURE_KINDS: tuple[str, ...] = tuple(k.name for k in REGISTRY)
 _BY_NAME = {k.name: k for k in REGISTRY}

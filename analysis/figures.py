@@ -7,6 +7,8 @@
 4. `artefact_<task>`: exact match beside the continuous metric of the metric check, same x axis; the sizes
    where exact match sat at its floor are shaded, and token_accuracy^L is overlaid when L is known.
 5. `positions_<task>`: token accuracy of every answer position against scale, one line per position.
+6. `subtasks_<task>`: every subtask with a training frequency (`subtask_weight`) against scale, coloured by
+   its frequency rank, with the mean (subtask `all`) and each subtask's threshold (Michaud et al. 2023).
 
 The kinds, their drawing costs and captions are registered in `analysis.figure_kinds`; `DRAW` below binds
 each to its one draw function. The scale and artefact figures draw a list of series through one path:
@@ -193,7 +195,13 @@ def _task_data(data: FigureData, task: str, kind: str) -> FigureData:
     """The part of `data` one figure needs (small enough to send to a worker process). Only the phase
     diagram and the training figure read the raw table, and only its subtask `all`."""
     table = data.table.iloc[:0]
-    if kind in ("phase", "training"):
+    if kind == "subtasks" and "subtask_weight" in data.table.columns:  # the weights, one row per subtask
+        weighted = _only(data.table, task)
+        weighted = weighted.loc[
+            weighted["subtask_weight"].notna().to_numpy(), ["task", "subtask", "subtask_weight"]
+        ]
+        table = weighted.drop_duplicates(["subtask", "subtask_weight"])
+    elif kind in ("phase", "training"):
         table = data.table[[c for c in TABLE_COLUMNS if c in data.table.columns]]
         table = _only(table, task)
         table = table.loc[equals(table["subtask"], "all")]
@@ -838,6 +846,86 @@ def _positions_figure(data: FigureData, task: str, view: View) -> Figure | None:
     return fig
 
 
+SUBTASK_PANELS = (
+    3  # the subtasks figure's panels: the study's metrics (else the contract's), at most this many
+)
+
+
+def weighted_subtasks(table: pd.DataFrame) -> pd.Series:
+    """subtask -> training frequency (the `subtask_weight` column), largest first; empty without one."""
+    if "subtask_weight" not in table.columns:
+        return pd.Series(dtype="float64")
+    rows = table.loc[table["subtask_weight"].notna().to_numpy()]
+    weights = rows.groupby(rows["subtask"].astype(str), sort=True)["subtask_weight"].mean()
+    return weights.sort_values(ascending=False, kind="stable")
+
+
+def _subtasks_figure(data: FigureData, task: str, view: View) -> Figure | None:
+    """Each weighted subtask's mean curve against scale, coloured by its frequency rank (dark: the most
+    frequent), the subtask `all` (the mean over the uniform test set) dashed, and each subtask's threshold,
+    where it has one, as a triangle of its colour on the panel's top edge. With curves grouped by depth,
+    the deepest depth's."""
+    weights = weighted_subtasks(data.table)
+    task_pts = _select(view.points, task=task)
+    if len(weights) < 2 or task_pts.empty:
+        return None
+    split = main_split(task_pts)
+    pts = _select(task_pts, split=split)
+    title = f"{task}: each subtask against scale ({split})"
+    if data.by_depth:
+        known = [d for d in depth_values(pts) if not _missing(d)]
+        if known:
+            pts = _select(pts, depth=known[-1])
+            title = f"{task}: each subtask against scale\n{depth_label(known[-1])}, {split} split"
+    names = [s for s in weights.index if s in set(pts["subtask"].astype(str))]
+    per_metric = pts.loc[pts["subtask"].astype(str).isin(names).to_numpy()]
+    present = set(per_metric["metric"].astype(str))
+    wanted = [m for m in (data.metrics or TRAINING_METRICS) if m in present] or metric_order(sorted(present))
+    metrics = wanted[:SUBTASK_PANELS]
+    if not names or not metrics:
+        return None
+    rows = _select(view.thresholds, task=task, split=split)
+    fig, axes = new_figure(len(metrics), right=BAR_W)
+    cmap = _cmap()
+    norm = Normalize(1, max(len(names), 2))
+    for ax, metric in zip(axes, metrics, strict=True):
+        for rank, sub in enumerate(names, start=1):
+            line = _select(pts, metric=metric, subtask=sub).sort_values("x")
+            color = cmap(norm(rank) * 0.9)  # the palette's pale yellow end is too pale for a line
+            ax.plot(line["x"], line["mean"], "o-", markersize=2.5, linewidth=1.1, color=color)
+            hit = _select(rows, metric=metric, subtask=sub)
+            if "threshold" in hit.columns and hit["threshold"].notna().any():
+                where = float(hit["threshold"].dropna().iloc[0])
+                ax.plot(
+                    where,
+                    1.0,
+                    "v",
+                    color=color,
+                    markersize=5,
+                    clip_on=False,
+                    transform=ax.get_xaxis_transform(),
+                )
+        overall = _select(pts, metric=metric, subtask="all").sort_values("x")
+        if len(overall):
+            ax.plot(overall["x"], overall["mean"], "--", color="k", linewidth=1.4, label="all (mean)")
+            ax.legend(loc="best", fontsize=6.5)
+        ax.set_title(f"{metric} {_arrow(metric)}")
+        _log_x(ax, data.x_label, pts["x"])
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap
+
+    ranks = ListedColormap([cmap(norm(r) * 0.9) for r in range(1, len(names) + 1)])
+    bar = fig.colorbar(
+        ScalarMappable(norm=Normalize(0.5, len(names) + 0.5), cmap=ranks),
+        cax=side_axes(fig, BAR_W),
+        label="frequency rank (1: most frequent)",
+    )
+    bar.set_ticks(range(1, len(names) + 1))
+    bar.ax.invert_yaxis()
+    suptitle(fig, title)
+    return fig
+
+
 DrawFunction = Callable[[FigureData, str, View], Figure | None]
 # Each kind's draw function; the kinds, their costs and captions are in `analysis.figure_kinds`.
 DRAW: dict[str, DrawFunction] = {
@@ -846,6 +934,7 @@ DRAW: dict[str, DrawFunction] = {
     "training": _training_figure,
     "artefact": _artefact_figure,
     "positions": _positions_figure,
+    "subtasks": _subtasks_figure,
 }
 if tuple(DRAW) != FIGURE_KINDS:
     raise ImportError(f"figure kinds {FIGURE_KINDS} and their draw functions {tuple(DRAW)} disagree")

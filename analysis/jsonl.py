@@ -27,6 +27,7 @@ from emergence_lab.contract import (
     RESULT_COLUMNS,
     RESULTS_FILE,
     RUN_FILE,
+    SUBTASK_WEIGHTS_KEY,
     live_status,
 )
 
@@ -44,10 +45,12 @@ _PARSE = pa_json.ParseOptions(explicit_schema=JSONL_SCHEMA, unexpected_field_beh
 class RunInfo:
     """What a run folder's run.json says about the run: its live status (a `running` run whose lock is free
     is `interrupted`; `unknown` without a readable run.json) and when it last ran (ended_at, else
-    started_at, else the results file's mtime; POSIX seconds), which orders relaunched generations."""
+    started_at, else the results file's mtime; POSIX seconds), which orders relaunched generations, and
+    each subtask's training frequency where the task records one (run.json `subtask_weights`)."""
 
     status: str
     time: float | None
+    subtask_weights: dict[str, float] | None = None
 
 
 def run_info(run_dir: Path) -> RunInfo:
@@ -58,15 +61,36 @@ def run_info(run_dir: Path) -> RunInfo:
     except (OSError, ValueError):
         info = {}
     status = live_status(run_dir, str(info.get("status") or "unknown"))
+    weights = _subtask_weights(info.get(SUBTASK_WEIGHTS_KEY))
     for key in ("ended_at", "started_at"):
         try:
-            return RunInfo(status, datetime.fromisoformat(str(info[key])).timestamp())
+            return RunInfo(status, datetime.fromisoformat(str(info[key])).timestamp(), weights)
         except (KeyError, TypeError, ValueError):
             continue
     try:
-        return RunInfo(status, (run_dir / RESULTS_FILE).stat().st_mtime)
+        return RunInfo(status, (run_dir / RESULTS_FILE).stat().st_mtime, weights)
     except OSError:
-        return RunInfo(status, None)
+        return RunInfo(status, None, weights)
+
+
+def _subtask_weights(value: object) -> dict[str, float] | None:
+    """run.json's `subtask_weights` as {subtask: weight}; None when absent or not a mapping of numbers."""
+    if not isinstance(value, dict) or not value:
+        return None
+    try:
+        return {str(k): float(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        return None
+
+
+def with_subtask_weights(table: pa.Table, weights: dict[str, float] | None) -> pa.Table:
+    """`table` with a `subtask_weight` column: each row's subtask's weight (null for `all`, answer
+    positions and any subtask the mapping lacks). Unchanged without weights."""
+    if not weights:
+        return table
+    subtasks = table.column("subtask").to_pylist()
+    column = pa.array([weights.get(s) if s is not None else None for s in subtasks], pa.float64())
+    return table.append_column("subtask_weight", column)
 
 
 def read_results_jsonl(path: Path, console: Console, status: str | None = None) -> pa.Table | None:

@@ -656,3 +656,19 @@ def test_a_study_that_varies_a_setting_at_one_shape_is_not_a_relaunch(tmp_path: 
     else:
         assert set(result.table["run_id"].astype(str)) == {b}
         assert [r.why for r in result.left_out] == [f"older generation of {b}"]
+
+
+def test_subtask_weights_from_run_json_become_the_subtask_weight_column(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    rows = [
+        schema_row(run_id="p", n_params=1000, seed=0, subtask=sub, metric="exact_match", value=0.5)
+        for sub in ("all", "task0", "task1", "pos0")
+    ]
+    write_run(sweep, "p", "completed", rows, subtask_weights={"task0": 0.75, "task1": 0.25})
+    write_run(sweep, "q", "completed", run_rows("q", 2000, seed=1))  # a task without subtask weights
+    table = collect([str(sweep)], Console(quiet=True))
+    assert table["subtask_weight"].dtype == "float64"
+    got = table[table["run_id"] == "p"].set_index("subtask")["subtask_weight"]
+    assert got["task0"] == 0.75 and got["task1"] == 0.25
+    assert np.isnan(got["all"]) and np.isnan(got["pos0"])
+    assert table[table["run_id"] == "q"]["subtask_weight"].isna().all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from emergence_lab.analysis.cli import analyze_main, figures_main
 
 from analysis_helpers import png_pixels, small_sweep
 
-KINDS = ("scale", "phase", "training", "artefact", "positions")
+KINDS = ("scale", "phase", "training", "artefact", "positions", "subtasks")
+# Training frequencies given to the answer positions, so the subtasks figure has weighted subtasks to draw.
+POSITION_WEIGHTS = {"pos0": 0.4, "pos1": 0.3, "pos2": 0.2, "pos3": 0.1}
 FORMATS = ("png", "pdf", "svg")
 
 
@@ -21,6 +24,9 @@ FORMATS = ("png", "pdf", "svg")
 def analysed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("figs")
     sweep = small_sweep(root / "sweep")
+    for run_json in sweep.glob("*/run.json"):
+        info = json.loads(run_json.read_text())
+        run_json.write_text(json.dumps({**info, "subtask_weights": POSITION_WEIGHTS}))
     out = root / "out"
     assert analyze_main([str(sweep), "--out", str(out), "--boot", "30", "--quiet", "--jobs", "1"]) == 0
     return out
@@ -144,6 +150,8 @@ def test_figures_draw_one_series_per_depth(analysed: Path) -> None:
     assert ">depth 1<" in text["scale"] and ">depth 2<" in text["scale"]
     assert "depth 1 · check: " in text["artefact"] and "depth 2 · check: " in text["artefact"]
     assert "depth 2 (the deepest), test split" in text["positions"]
+    assert "each subtask against scale" in text["subtasks"] and "depth 2, test split" in text["subtasks"]
+    assert "frequency rank (1: most frequent)" in text["subtasks"] and "all (mean)" in text["subtasks"]
     assert "Curves are grouped by depth (`--by depth`)" in (analysed / "report.md").read_text()
 
 

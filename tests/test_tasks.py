@@ -352,6 +352,9 @@ def test_parity_subtask_frequencies() -> None:
     n = len(subs)
     chi2 = sum((counts[i] - n * e) ** 2 / (n * e) for i, e in enumerate(expected))
     assert chi2 < 30, (chi2, counts)  # 7 degrees of freedom: p < 1e-4 at 30
+    assert task.subtask_weights == pytest.approx(dict(zip(task.subtask_names, expected, strict=True)))
+    assert task.provenance() == {"subtask_weights": task.subtask_weights}
+    assert Addition().subtask_weights is None and Addition().provenance() == {}
     test = task.eval_batch("test", "cpu")
     assert test.subtask is not None
     per_task = task.test_size // task.n_tasks

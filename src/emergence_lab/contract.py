@@ -30,6 +30,10 @@ CHECKPOINT_FILE = "last.ckpt"
 ERROR_LOG = "error.log"
 LOCK_FILE = ".lock"
 
+# run.json "subtask_weights": {subtask: share of the training distribution} for a task that draws its
+# subtasks with known frequencies (parity's Zipf weights); analysis reads it into the `subtask_weight` column.
+SUBTASK_WEIGHTS_KEY = "subtask_weights"
+
 # run.json "status"
 RUN_STATUSES: tuple[str, ...] = ("completed", "running", "interrupted", "failed", "pending")
 
@@ -102,6 +106,7 @@ SOURCE_COLUMNS: tuple[Column, ...] = (
     Column("higher_is_better", "bool", "metric direction, when the source states it"),
     Column("status", "str", "the run's status from run.json"),
     Column("source", "str", "the file or spec the row came from"),
+    Column("subtask_weight", "float", "the subtask's training frequency (run.json `subtask_weights`)"),
 )
 COLUMNS: tuple[str, ...] = tuple(c.name for c in RESULT_COLUMNS)
 COLUMN_TYPES: dict[str, str] = {c.name: c.type for c in (*RESULT_COLUMNS, *SOURCE_COLUMNS)}
@@ -132,6 +137,7 @@ TABLE_ORDER: tuple[str, ...] = (
     "higher_is_better",
     "status",
     "source",
+    "subtask_weight",
 )
 # A CSV/Parquet input needs these plus its scale column; everything else is optional.
 MIN_COLUMNS: tuple[str, ...] = ("task", "metric", "value")

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from emergence_lab.contract import Score
+from emergence_lab.contract import SUBTASK_WEIGHTS_KEY, Score
 
 _HASH_MOD = 2_147_483_647  # 2^31 - 1: every value stays below 2^31 and every product below 2^62
 _HASH_MUL = 1_000_003
@@ -125,6 +125,12 @@ class Task(ABC):
         """Names of the task-specific subtasks that `TaskBatch.subtask` indexes (empty if none)."""
         return ()
 
+    @property
+    def subtask_weights(self) -> dict[str, float] | None:
+        """Each subtask's share of the training distribution (summing to 1), by subtask name; None for a
+        task that does not draw its subtasks with known frequencies."""
+        return None
+
     def answer_names(self, split: str = "test") -> tuple[str, ...]:
         """Names of the answer positions, used as per-position subtasks ("pos0", "pos1", ...)."""
         n = int(self.sample(1, make_generator(0, "cpu"), split).answer_pos.numel())
@@ -142,8 +148,10 @@ class Task(ABC):
         return None
 
     def provenance(self) -> dict[str, Any]:
-        """What run.json records about the task's data beyond its config (a text corpus's hash)."""
-        return {}
+        """What run.json records about the task's data beyond its config (a text corpus's hash, the
+        subtasks' training frequencies as `subtask_weights`)."""
+        weights = self.subtask_weights
+        return {} if weights is None else {SUBTASK_WEIGHTS_KEY: weights}
 
     def encode(self, text: str) -> list[int]:
         """A prompt as tokens (`emergence generate`). Default: whitespace-separated token ids."""

@@ -73,6 +73,11 @@ class Parity(Task):
     def subtask_names(self) -> tuple[str, ...]:
         return tuple(f"task{i}" for i in range(self.n_tasks))
 
+    @property
+    def subtask_weights(self) -> dict[str, float]:
+        """The Zipf training frequency of each subtask (the test split draws them uniformly)."""
+        return dict(zip(self.subtask_names, self._weights.tolist(), strict=True))
+
     def answer_names(self, split: str = "test") -> tuple[str, ...]:
         return ("parity",)
 
