@@ -1,7 +1,9 @@
 """N copies of the project's `Transformer` trained as one: every parameter stacked on a leading model axis.
 
 The forward is `torch.func.vmap` over `torch.func.functional_call` of one template model, so the matmuls run
-batched over the models and attention folds the model axis into its batch. Each seed's starting weights are
+batched over the models and attention folds the model axis into its batch on a GPU; on CPU torch has no
+batching rule for its flash-attention kernel and loops over the models inside attention (the CPU gains
+measured in pack_rule.py include that loop; its warning is silenced below). Each seed's starting weights are
 exactly those of its unpacked run (built under its own seed, as `train.py` does, then stacked), and one AdamW
 steps all of them: AdamW is elementwise, so a slice of the stacked update is that seed's unpacked update.
 
@@ -14,6 +16,7 @@ run's; only dropout 0 (the default) reproduces unpacked training.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +24,11 @@ from torch import nn
 
 from emergence_lab.model import Transformer, TransformerConfig
 from emergence_lab.run.optim import OptimConfig, adamw_implementation
+
+# Known and measured (module docstring); otherwise every packed CPU job prints it.
+warnings.filterwarnings(
+    "ignore", message="There is a performance drop because we have not yet implemented the batching rule"
+)
 
 
 def _key(name: str) -> str:
