@@ -31,6 +31,24 @@ def _int_at_least(low: int):  # type: ignore[no-untyped-def]
     return parse
 
 
+def parse_device(prog: str, text: str, hint: str = ""):  # type: ignore[no-untyped-def]
+    """`torch.device(text)`, or None after printing the one-line error (`prog: error: ...`) for a name torch
+    does not know or a CUDA device that is not here. `hint` follows the no-CUDA message."""
+    import sys
+
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError as e:
+        print(f"{prog}: error: argument --device: {e}", file=sys.stderr)
+        return None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"{prog}: error: no CUDA device here{hint}", file=sys.stderr)
+        return None
+    return device
+
+
 def machine_info() -> dict[str, object]:
     """CPU model, core counts and load: what a reader needs to judge a number from this machine."""
     model = platform.processor() or platform.machine()

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from emergence_lab.bench.common import UsageError, _int_at_least, _Parser, machine_info
+from emergence_lab.bench.common import UsageError, _int_at_least, _Parser, machine_info, parse_device
 
 # dense bf16 tensor-core peaks, FLOP/s, by a substring of torch.cuda.get_device_name()
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
@@ -197,16 +197,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as e:
-        print(f"emergence bench gpu: error: argument --device: {e}", file=sys.stderr)
-        return 2
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print(
-            "emergence bench gpu: error: no CUDA device here (use --device cpu for a dry run)",
-            file=sys.stderr,
-        )
+    device = parse_device("emergence bench gpu", args.device, " (use --device cpu for a dry run)")
+    if device is None:
         return 2
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from emergence_lab.bench.common import UsageError, _int_at_least, _Parser, machine_info
+from emergence_lab.bench.common import UsageError, _int_at_least, _Parser, machine_info, parse_device
 
 
 def _ints(text: str) -> list[int]:
@@ -133,13 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as e:
-        print(f"emergence bench pack: error: argument --device: {e}", file=sys.stderr)
-        return 2
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("emergence bench pack: error: no CUDA device here", file=sys.stderr)
+    device = parse_device("emergence bench pack", args.device)
+    if device is None:
         return 2
     torch.set_num_threads(args.threads)
     rows = []

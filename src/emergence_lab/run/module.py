@@ -24,7 +24,7 @@ from emergence_lab.run.optim import OptimConfig, build_optimizer
 from emergence_lab.tasks.base import Task, TaskBatch
 
 
-class _StepTicker:
+class StepTicker:
     """An endless iterable for Lightning's fit loop; the real batch is generated in `training_step`."""
 
     def __iter__(self) -> Iterator[int]:
@@ -90,8 +90,8 @@ class EmergenceModule(pl.LightningModule):
         if self.on_compile_decided is not None:
             self.on_compile_decided(**self.compile_record)
 
-    def train_dataloader(self) -> _StepTicker:
-        return _StepTicker()
+    def train_dataloader(self) -> StepTicker:
+        return StepTicker()
 
     def training_step(self, _: object, __: int) -> torch.Tensor:
         world, rank = self.trainer.world_size, self.trainer.global_rank

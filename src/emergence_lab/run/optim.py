@@ -56,6 +56,26 @@ def adamw_implementation(device_type: str) -> dict[str, bool]:
     return {"foreach": True}
 
 
+def adamw_groups(params, optim: OptimConfig, width: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The three AdamW groups, in this order, from (tensor, is_embedding, ndim) triples: hidden matrices at
+    the width rule's lr with weight decay, embeddings at `lr` with weight decay, gains and biases at `lr`
+    without; empty groups dropped. Packed models pass stacked tensors with the ndim of one model's."""
+    hidden, emb, vectors = [], [], []
+    for p, is_embedding, ndim in params:
+        if is_embedding:
+            emb.append(p)
+        elif ndim >= 2:
+            hidden.append(p)
+        else:
+            vectors.append(p)
+    groups = [
+        {"params": hidden, "lr": optim.hidden_lr(width), "weight_decay": optim.weight_decay},
+        {"params": emb, "lr": optim.lr, "weight_decay": optim.weight_decay},
+        {"params": vectors, "lr": optim.lr, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(model, optim: OptimConfig, device_type: str):  # type: ignore[no-untyped-def]
     """AdamW over three groups: hidden matrices at the width rule's lr with weight decay, embeddings at
     `lr` with weight decay, gains and biases at `lr` without. `model` is an `emergence_lab.model.Transformer`
@@ -65,21 +85,9 @@ def build_optimizer(model, optim: OptimConfig, device_type: str):  # type: ignor
     embeddings = {id(model.tok_emb.weight)}
     if model.pos_emb is not None:
         embeddings.add(id(model.pos_emb.weight))
-    hidden, emb, vectors = [], [], []
-    for p in model.parameters():
-        if id(p) in embeddings:
-            emb.append(p)
-        elif p.ndim >= 2:
-            hidden.append(p)
-        else:
-            vectors.append(p)
-    groups = [
-        {"params": hidden, "lr": optim.hidden_lr(model.cfg.width), "weight_decay": optim.weight_decay},
-        {"params": emb, "lr": optim.lr, "weight_decay": optim.weight_decay},
-        {"params": vectors, "lr": optim.lr, "weight_decay": 0.0},
-    ]
+    triples = ((p, id(p) in embeddings, p.ndim) for p in model.parameters())
     return torch.optim.AdamW(
-        [g for g in groups if g["params"]],
+        adamw_groups(triples, optim, model.cfg.width),
         betas=(optim.beta1, optim.beta2),
         **adamw_implementation(device_type),
     )

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 
 from emergence_lab.contract import Score
 from emergence_lab.run.folder import CHECKPOINT_RUN_ID, RunFolder
-from emergence_lab.run.module import EmergenceModule, lr_schedule, score_model
+from emergence_lab.run.module import EmergenceModule, StepTicker, lr_schedule, score_model
 from emergence_lab.run.optim import OptimConfig
 from emergence_lab.run.packed_model import (
     PackedTransformer,
@@ -41,12 +40,6 @@ from emergence_lab.run.recorder import (
 from emergence_lab.tasks.base import Task, TaskBatch
 
 PARAMS_PREFIX = "packed.params."
-
-
-class _StepTicker:
-    def __iter__(self) -> Iterator[int]:
-        while True:
-            yield 0
 
 
 class PackedModule(pl.LightningModule):
@@ -74,8 +67,8 @@ class PackedModule(pl.LightningModule):
         self.alive = [True] * len(seeds)  # False once a seed's loss went non-finite
         self._eval_sets: dict[str, TaskBatch] = {}
 
-    def train_dataloader(self) -> _StepTicker:
-        return _StepTicker()
+    def train_dataloader(self) -> StepTicker:
+        return StepTicker()
 
     def training_step(self, _: object, __: int) -> dict[str, torch.Tensor]:
         if self.trainer.world_size > 1:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from emergence_lab.model import Transformer, TransformerConfig
-from emergence_lab.run.optim import OptimConfig, adamw_implementation
+from emergence_lab.run.optim import OptimConfig, adamw_groups, adamw_implementation
 
 # Known and measured (module docstring); otherwise every packed CPU job prints it.
 warnings.filterwarnings(
@@ -135,20 +135,8 @@ def param_groups(packed: PackedTransformer, optim: OptimConfig) -> list[dict]:
     """The groups of `run.optim.build_optimizer`, in its order (hidden, embeddings, gains and biases), over
     the stacked parameters, so a per-seed slice of the optimizer state is that seed's unpacked state."""
     embeddings = {"tok_emb.weight", "pos_emb.weight"}
-    hidden, emb, vectors = [], [], []
-    for name, p in packed.stacked().items():
-        if name in embeddings:
-            emb.append(p)
-        elif p.ndim - 1 >= 2:
-            hidden.append(p)
-        else:
-            vectors.append(p)
-    groups = [
-        {"params": hidden, "lr": optim.hidden_lr(packed.cfg.width), "weight_decay": optim.weight_decay},
-        {"params": emb, "lr": optim.lr, "weight_decay": optim.weight_decay},
-        {"params": vectors, "lr": optim.lr, "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
+    stacked = packed.stacked().items()
+    return adamw_groups(((p, name in embeddings, p.ndim - 1) for name, p in stacked), optim, packed.cfg.width)
 
 
 def build_packed_optimizer(
