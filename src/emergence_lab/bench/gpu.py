@@ -5,7 +5,8 @@ model and optimizer code only (no Hydra, Lightning, wandb or numpy), and finishe
 
 What it measures, at width 1024, depth 12, sequence 256, vocabulary 50304 by default, random tokens, bf16
 autocast, the batch given (16) or the largest power-of-two fraction of it that fits:
-- tokens/s of the full training step (forward, backward, clipping, fused AdamW), eager and torch.compile'd;
+- tokens/s of the full training step (forward, backward, clipping, fused AdamW), eager and with the forward
+  and the loss torch.compile'd together;
 - MFU = tokens/s * FLOPs per token / peak FLOP/s, FLOPs counted as nanoGPT's `estimate_mfu` does:
   `6 N + 12 L H Q T` per token, N all parameters including the tied token embedding (there are no position
   embeddings with rotary), L layers, H heads of size Q, T the sequence length. The peak is `--peak-flops` or
@@ -103,15 +104,20 @@ def _measure(args: argparse.Namespace, device, batch: int, compiled: bool) -> di
     cfg = _config(args)
     model = Transformer(cfg).to(device)
     opt = build_optimizer(model, OptimConfig(lr=3e-4), device.type)
-    forward = torch.compile(model) if compiled else model
     gen = torch.Generator(device=device).manual_seed(0)
     tokens = torch.randint(0, args.vocab, (batch, args.seq_len + 1), device=device, generator=gen)
     x, y = tokens[:, :-1], tokens[:, 1:]
 
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # the loss is compiled with the forward (as nanoGPT's is): eager, the float32 copy of the
+        # [batch, seq, 50304] logits and its log-softmax are separate passes over gigabytes of memory
+        return F.cross_entropy(model(x).float().flatten(0, 1), y.flatten())
+
+    loss_fn = torch.compile(loss_of) if compiled else loss_of
+
     def step() -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            logits = forward(x)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            loss = loss_fn(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
