@@ -216,6 +216,34 @@ def test_pack_size_rule() -> None:
     assert pack_size("auto", 20_000_000, "cuda", 3) == 1
 
 
+def test_pack_gain_prices_gpu_packs_from_the_h200_measurement() -> None:
+    from emergence_lab.run.pack_rule import pack_gain
+
+    assert pack_gain(1, 98_624, "cuda") == 1.0 and pack_gain(1, 6_224, "cpu") == 1.0
+    assert pack_gain(8, 98_624, "cuda") == pytest.approx(6.4)  # width 64, measured
+    assert pack_gain(32, 98_624, "cuda") == pytest.approx(6.4)  # held at 8 models' gain (19.8x measured)
+    assert pack_gain(4, 98_624, "cuda") == pytest.approx(1 + 5.4 * 3 / 7)  # linear from 1 to 8 models
+    assert pack_gain(8, 3_934_080, "cuda") == pytest.approx(6.5 + (4.7 - 6.5) * 0.5, rel=1e-3)  # halfway
+    assert pack_gain(8, 20_000_000, "cuda") == 1.0  # not measured: priced unpacked
+    assert pack_gain(2, 6_224, "cpu") == pytest.approx(1.31)  # the CPU's 8-model gain for any pack
+
+
+def test_a_packed_job_is_checked_and_shown_with_the_memory_of_all_its_models() -> None:
+    from emergence_lab.launch.plan import describe, describe_job
+    from emergence_lab.run.config_schema import ConfigError
+    from emergence_lab.run.memory import MemoryBudget
+
+    one = describe(tiny_cfg("seed=1"), ["seed=1"])
+    runs = describe_job(packed_cfg(), ["seeds=[..]"])
+    assert [r.pack for r in runs] == [3, 3, 3]
+    assert all(r.mem_bytes == 3 * one.mem_bytes for r in runs)
+    room_for_two = MemoryBudget(limit=int(2.5 * one.mem_bytes), source="test", local=False)
+    describe(tiny_cfg("seed=1"), ["seed=1"], room_for_two)  # one model fits
+    with pytest.raises(ConfigError, match="needs ~"):
+        describe_job(packed_cfg(), ["seeds=[..]"], room_for_two)
+    describe_job(packed_cfg("trainer.pack=1"), ["seeds=[..]"], room_for_two)  # unpacked: fits
+
+
 # ---- sweeps -----------------------------------------------------------------------------------------------
 SMOKE = ["experiment=smoke", "model.width=8", "model.depth=1", "trainer.threads=1", "logger=none"]
 
@@ -241,6 +269,7 @@ def test_dry_run_counts_packed_jobs_and_prices_packing(tmp_path: Path, capsys) -
         (plain[0].est_seconds - startup) / gain + startup / 2, abs=0.1
     )
     assert runs[2].est_seconds == plain[2].est_seconds
+    assert [r.mem_bytes for r in runs] == [2 * plain[0].mem_bytes] * 2 + [plain[2].mem_bytes]
     assert (
         emergence_main(["sweep", "smoke", *SMOKE[1:], "seed=0,1,2", "trainer.pack=2", root, "--dry-run"]) == 0
     )

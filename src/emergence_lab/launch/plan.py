@@ -128,22 +128,28 @@ def describe_job(
     cfg: DictConfig, overrides: list[str], mem_budget: MemoryBudget | None = None
 ) -> list[PlannedRun]:
     """The runs of one job: one, or one per seed of its `seeds`, each priced as part of its pack. A pack of
-    N pays the start-up once and trains at the measured per-model gain (run/pack_rule.py)."""
+    N pays the start-up once and trains at the measured per-model gain (run/pack_rule.py); it holds N
+    models in memory, so each of its runs shows, and is checked against the budget with, the pack's memory."""
     from emergence_lab.run.pack_rule import pack_gain, pack_size
     from emergence_lab.run.pack_train import job_seeds, seed_config
+    from emergence_lab.run.spec import build_spec
 
     if cfg.get("seeds") is None:
         return [describe(cfg, overrides, mem_budget)]
     seeds = job_seeds(cfg)
-    runs = [describe(seed_config(cfg, s), overrides, mem_budget) for s in seeds]
+    runs = [describe(seed_config(cfg, s), overrides) for s in seeds]
     device = "cpu" if str(cfg.trainer.accelerator) == "cpu" else "cuda"
     size = pack_size(cfg.trainer.get("pack", 1), runs[0].n_params, device, len(seeds))
     startup = float(cfg.estimate.startup_s)
+    one = run_memory(build_spec(seed_config(cfg, seeds[0])), cfg.trainer)  # the seeds share one shape
     for start in range(0, len(runs), size):
         group = runs[start : start + size]
+        mem = one.packed(len(group))
+        check_plan_memory(overrides, mem, str(cfg.trainer.accelerator), mem_budget)
         gain = pack_gain(len(group), group[0].n_params, device)
         for r in group:
             r.pack = len(group)
+            r.mem_bytes = mem.total
             r.est_seconds = round((r.est_seconds - startup) / gain + startup / len(group), 1)
     return runs
 

@@ -37,6 +37,11 @@ class MemoryEstimate:
         """What a GPU run also holds in host memory: the weights and optimizer state of a checkpoint."""
         return self.weights + self.optimizer
 
+    def packed(self, n: int) -> MemoryEstimate:
+        """What `n` models trained together in one process need (trainer.pack): n of everything."""
+        w, g, o, a = (n * x for x in (self.weights, self.gradients, self.optimizer, self.activations))
+        return MemoryEstimate(w, g, o, a, self.weight_dtype, self.activation_dtype)
+
     def breakdown(self) -> str:
         return (
             f"weights {human_bytes(self.weights)} + gradients {human_bytes(self.gradients)} + "
