@@ -17,6 +17,8 @@ when the curves are grouped by depth, `detect.metric_check` decides, in this ord
 `em_rise_start` is the last size at exact match's floor (the lower of the two sizes that bracket its jump).
 
 With several continuous metrics, the first verdict in that order wins (metrics in the contract's order).
+With a one-token answer (L = 1) token accuracy and edit distance are exact match itself, so only the other
+continuous metrics (answer_logprob, brier) are compared; with none of those the verdict is `inconclusive`.
 `em_vs_ta_pow_L_mae` / `_max` say how well exact match ~= token_accuracy^L holds across sizes (it is exact
 for independent per-token errors).
 """
@@ -87,6 +89,8 @@ def metric_check(
     return add_depth(table, after="task")
 
 
+# with a one-token answer these equal exact match (or 1 - it), so they cannot tell an artefact from a jump
+SAME_AS_EXACT_AT_ONE_TOKEN = ("token_accuracy", "edit_distance")
 # the order in which one continuous metric's verdict beats another's
 _RANK = {"metric_induced_pow": 0, "persists": 1, "metric_induced": 2, "inconclusive": 3}
 
@@ -118,13 +122,15 @@ def _check_task(
     detections: Sequence[Detection | None] | None,
 ) -> dict[str, Any]:
     em = by_metric[DISCONTINUOUS]
-    continuous = [c for c in CONTINUOUS if c in by_metric]
     row: dict[str, Any] = {**key, "split": split, "em_classification": em["classification"]}
     # the last size at exact match's floor (the lower size bracketing its jump): the artefact figure shades
     # the floor sizes up to it
     row |= {"em_threshold": em.get("threshold", np.nan), "em_rise_start": em.get("bracket_low", np.nan)}
     row |= _power_law_fit(obs)
     length = row["answer_len"]
+    continuous = [c for c in CONTINUOUS if c in by_metric]
+    if length == 1:  # token accuracy and edit distance of a one-token answer are exact match itself
+        continuous = [c for c in continuous if c not in SAME_AS_EXACT_AT_ONE_TOKEN] or continuous[:1]
     chosen = continuous[0]
     verdict, reason = "no_jump", f"exact match is {em['classification']}: nothing to explain"
     pow_ok: bool | None = None
@@ -134,6 +140,8 @@ def _check_task(
         em_x = np.unique(obs.loc[equals(obs["metric"], DISCONTINUOUS), "x"].to_numpy(float))
         best: tuple[int, str, detect.MetricCheck] | None = None
         for name in continuous:
+            if length == 1 and name in SAME_AS_EXACT_AT_ONE_TOKEN:
+                continue
             cont_x = np.unique(obs.loc[equals(obs["metric"], name), "x"].to_numpy(float))
             sizes = np.intersect1d(em_x, cont_x)
             if sizes.size < det_opts.plateau + 2:
@@ -165,7 +173,12 @@ def _check_task(
                 continue  # no_jump here: exact match at these sizes alone is not emergent
             if best is None or _RANK[label] < best[0]:
                 best = (_RANK[label], name, check)
-        if best is None:
+        if best is None and length == 1 and chosen in SAME_AS_EXACT_AT_ONE_TOKEN:
+            verdict, reason = "inconclusive", (
+                "one-token answer: token accuracy and edit distance are exact match itself, "
+                "and no other continuous metric (answer_logprob, brier) was measured"
+            )
+        elif best is None:
             verdict, reason = "inconclusive", "no continuous metric measured at enough of exact match's sizes"
         else:
             _, chosen, check = best

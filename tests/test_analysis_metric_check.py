@@ -144,3 +144,20 @@ def test_one_row_per_task_and_depth_when_grouped_by_depth() -> None:
     pooled = analyse(normalise(df), Options(by="none", n_boot_fit=20, n_boot_points=100), Console(quiet=True))
     assert len(pooled.metric_check) == 1 and pd.isna(pooled.metric_check["depth"].iloc[0])
     assert list(pooled.metric_check.columns) == list(mc.columns)
+
+
+def test_a_one_token_answer_is_not_explained_by_its_own_token_accuracy() -> None:
+    """With L = 1 token accuracy is exact match itself: an emergent exact match cannot be `metric_induced`
+    by it. Log-prob, a different continuous metric, still can: it rises steadily while accuracy sits at 0."""
+    u = sizes(4.0, 8.0, 17)
+    em = sigmoid(0.0, 1.0, 6.0, 20.0)
+    alone = check(task_table("one", {"exact_match": em, "token_accuracy": em}, u, answer_len=1)).loc["one"]
+    assert alone["em_classification"] == "emergent"
+    assert alone["verdict"] == "inconclusive" and "one-token answer" in alone["reason"]
+    # log-prob -1.6 at 10^4 nats rising steadily to -0.2 at 10^8 (not clipped to [0, 1])
+    logprob = curve_table(u, linear(-3.0, 0.35), noise=0.01, seed=5, task="one", clip=None)
+    logprob = logprob.assign(metric="answer_logprob", answer_len=1)
+    exact = task_table("one", {"exact_match": em, "token_accuracy": em}, u, answer_len=1)
+    row = check(pd.concat([exact, logprob], ignore_index=True)).loc["one"]
+    assert row["continuous_metric"] == "answer_logprob"
+    assert row["verdict"] == "metric_induced"
