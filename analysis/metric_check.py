@@ -174,7 +174,8 @@ def _check_task(
             if best is None or _RANK[label] < best[0]:
                 best = (_RANK[label], name, check)
         if best is None and length == 1 and chosen in SAME_AS_EXACT_AT_ONE_TOKEN:
-            verdict, reason = "inconclusive", (
+            verdict = "inconclusive"
+            reason = (
                 "one-token answer: token accuracy and edit distance are exact match itself, "
                 "and no other continuous metric (answer_logprob, brier) was measured"
             )
