@@ -33,7 +33,8 @@ def test_mirage_study_plans_its_grid():
     assert {r.depth for r in runs} == {2}
     assert {r.seed for r in runs} == {0, 1, 2}
     assert {r.task for r in runs} == {"addition"}
-    assert {r.max_steps for r in runs} == {1500}
+    assert {r.max_steps for r in runs} == {3000}
+    assert master.trainer.pack == "auto"
     assert master.task.digits == 4 and master.task.ood_digits is None
     assert master.budget.rule == "steps"
     assert master.analysis.primary_metric == "exact_match"

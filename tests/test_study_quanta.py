@@ -36,7 +36,7 @@ def test_quanta_study_plans_its_grid() -> None:
     assert len(runs) == 24
     assert {r.width for r in runs} == {8, 12, 16, 24, 32, 48}
     assert {r.depth for r in runs} == {2} and {r.seed for r in runs} == {0, 1, 2, 3}
-    assert {r.task for r in runs} == {"parity"} and {r.max_steps for r in runs} == {2500}
+    assert {r.task for r in runs} == {"parity"} and {r.max_steps for r in runs} == {5000}
     assert (master.task.n_tasks, master.task.n_bits, master.task.k, master.task.alpha) == (8, 8, 2, 1.4)
     assert master.budget.rule == "steps"
     assert master.analysis.primary_metric == "loss"
