@@ -34,7 +34,7 @@ def test_mirage_study_plans_its_grid():
     assert {r.seed for r in runs} == {0, 1, 2}
     assert {r.task for r in runs} == {"addition"}
     assert {r.max_steps for r in runs} == {3000}
-    assert master.trainer.pack == "auto"
+    assert master.trainer.pack == "auto" and master.optim.warmup_steps == 500
     assert master.task.digits == 4 and master.task.ood_digits is None
     assert master.budget.rule == "steps"
     assert master.analysis.primary_metric == "exact_match"
