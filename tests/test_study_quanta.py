@@ -23,12 +23,13 @@ STUDY = ["--x", "n_params", "--by", "none", "--primary-metric", "loss"]
 # The verdict table of docs/studies/parity_quanta.md (test split): the mean over subtasks (`all`) and each
 # subtask's loss.
 CLASSIFICATION: dict[tuple[str, str], str] = {
-    ("all", "loss"): "inconclusive",
+    ("all", "loss"): "smooth",
     ("all", "exact_match"): "smooth",
     **{(f"task{i}", "loss"): "inconclusive" for i in range(8)},
+    ("task2", "loss"): "smooth",
 }
 # quanta.csv, loss: rho, permutation p, subtasks with a threshold
-QUANTA: dict[str, float] = {"rho": -0.024, "p": 0.9768, "n": 8}
+QUANTA: dict[str, float] = {"rho": -0.0985, "p": 0.8190, "n": 7}
 
 
 def test_quanta_study_plans_its_grid() -> None:
@@ -66,7 +67,7 @@ def test_quanta_rank_correlation_regenerates(analysed: Path) -> None:
     assert row["n"] == QUANTA["n"] and row["n_subtasks"] == 8
     assert row["rho"] == pytest.approx(QUANTA["rho"], abs=5e-4)
     assert row["p_value"] == pytest.approx(QUANTA["p"], abs=5e-4)
-    assert row["seed_rhos"] == "0: -0.50 (n=3); 1: 0.39 (n=6); 2: -0.50 (n=3); 3: 0.21 (n=5)"
+    assert row["seed_rhos"] == "0: -0.21 (n=6); 1: 0.41 (n=6); 2: -0.95 (n=4); 3: 0.74 (n=4)"
 
 
 def test_positive_control_on_the_training_distribution() -> None:
@@ -77,8 +78,8 @@ def test_positive_control_on_the_training_distribution() -> None:
     largest = rows[rows.width == rows.width.max()]
     per_seed = (largest.value * largest.subtask_weight).groupby(largest.seed).sum()
     assert per_seed.round(3).to_dict() == POSITIVE_CONTROL
-    # the write-up's finding: 3 of 4 seeds reach 0.9, the mean (0.892) falls just short
-    assert (per_seed >= 0.9).sum() == 3 and round(per_seed.mean(), 3) == 0.892
+    # the write-up's finding: every seed reaches 0.9 (the 2500-step run's mean, 0.892, fell short)
+    assert (per_seed >= 0.9).all() and round(per_seed.mean(), 3) == 0.98
 
 
-POSITIVE_CONTROL: dict[int, float] = {0: 0.95, 1: 0.903, 2: 0.947, 3: 0.768}
+POSITIVE_CONTROL: dict[int, float] = {0: 1.0, 1: 0.946, 2: 0.991, 3: 0.982}
