@@ -4,6 +4,7 @@ computation (dropout masks would differ)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import signal
@@ -198,6 +199,48 @@ def test_a_nan_in_one_seed_fails_that_seed_alone(tmp_path: Path, monkeypatch: py
         single = tmp_path / "single" / str(seed)
         assert train(seed_config(cfg, seed), single, threads=1, devices=1).status == "completed"
         assert_same_results(folder_of(tmp_path / "p", cfg, seed), single)
+
+
+def test_each_packed_seed_logs_to_its_own_csv_file(tmp_path: Path) -> None:
+    import pandas as pd
+
+    cfg = packed_cfg("logger=csv", "trainer.log_every_n_steps=5")
+    assert train_seeds(cfg, folder_of(tmp_path, cfg, 0), threads=1, devices=1).status == "completed"
+    for seed in SEEDS:
+        run_dir = folder_of(tmp_path, cfg, seed)
+        logged = pd.read_csv(run_dir / "csv" / "metrics.csv")
+        evals = logged.dropna(subset=["test/exact_match/all"])
+        want = {
+            r["step"]: r["value"]
+            for r in RunFolder(run_dir).results.read()
+            if (r["split"], r["metric"], r["subtask"]) == ("test", "exact_match", "all")
+        }
+        assert dict(zip(evals.step, evals["test/exact_match/all"], strict=True)) == pytest.approx(want)
+        losses = logged.dropna(subset=["train/loss"])
+        assert list(losses.step) == [5, 10, 15, 20] and (losses["train/loss"] > 0).all()
+        assert json.loads((run_dir / "run.json").read_text())["seed"] == seed
+    # the seeds' losses differ: each file holds its own seed's numbers, not one seed's three times
+    first = [
+        pd.read_csv(folder_of(tmp_path, cfg, s) / "csv" / "metrics.csv")["train/loss"].dropna().iloc[0]
+        for s in SEEDS
+    ]
+    assert len(set(first)) == len(SEEDS)
+
+
+def test_each_packed_seed_gets_its_own_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = packed_cfg("logger=wandb", "trainer.max_steps=5", "trainer.eval_every=5")
+    assert train_seeds(cfg, folder_of(tmp_path, cfg, 0), threads=1, devices=1).status == "completed"
+    for seed in SEEDS:
+        run_dir = folder_of(tmp_path, cfg, seed)
+        files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        # one run per seed, in the seed's own folder, with the id an unpacked run of that seed would have
+        wandb_id = hashlib.sha256(f"{cfg.sweep}/{run_dir.name}".encode()).hexdigest()[:16]
+        assert [f.name for f in files] == [f"run-{wandb_id}.wandb"]
+    import wandb
+
+    assert wandb.run is None  # every seed's run was finished
 
 
 def test_packing_is_not_part_of_the_run_id() -> None:

@@ -46,10 +46,20 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def build_loggers(
-    cfg: DictConfig, run_dir: Path, run_id: str, task: str, static: dict[str, Any], resolved: Any
+    cfg: DictConfig,
+    run_dir: Path,
+    run_id: str,
+    task: str,
+    static: dict[str, Any],
+    resolved: Any,
+    concurrent: bool = False,
 ) -> list[Any]:
     """Instantiate `cfg.logger` (one Lightning logger or none) and give it a flat config that dashboards
-    can group by: width, depth, n_params, seed, task, sweep, plus every config value under its dotted key."""
+    can group by: width, depth, n_params, seed, task, sweep, plus every config value under its dotted key.
+
+    `concurrent`: this process logs several runs at once (packed seeds), so a wandb logger gets a wandb run
+    of its own (`reinit="create_new"`); Lightning's WandbLogger would otherwise reuse the process's one
+    `wandb.run` for every seed. Close such loggers with `finish_loggers`."""
     spec = cfg.get("logger")
     if not spec or "_target_" not in spec:
         return []
@@ -68,12 +78,46 @@ def build_loggers(
             "tags": [task],
             "save_dir": str(run_dir),
         }
+        if concurrent:
+            kwargs["experiment"] = _own_wandb_run(spec, kwargs)
     else:
         kwargs = {"save_dir": str(run_dir)}
     logger = instantiate(spec, **kwargs)
     hparams = {**flatten({k: v for k, v in resolved.items() if k != "hydra"}), **static}
-    logger.log_hyperparams(hparams)
+    try:
+        logger.log_hyperparams(hparams)
+    except BaseException:
+        if concurrent:
+            finish_loggers([logger], "failed")
+        raise
     return [logger]
+
+
+def _own_wandb_run(spec: DictConfig, kwargs: dict[str, Any]) -> Any:
+    import wandb
+
+    return wandb.init(
+        reinit="create_new",
+        project=spec.get("project"),
+        entity=spec.get("entity"),
+        job_type=spec.get("job_type"),
+        mode=kwargs["mode"],
+        name=kwargs["name"],
+        id=kwargs["id"],
+        group=kwargs["group"],
+        tags=kwargs["tags"],
+        dir=kwargs["save_dir"],
+    )
+
+
+def finish_loggers(loggers: list[Any], status: str) -> None:
+    """Flush and close loggers built with `concurrent=True`: each wandb run of its own, each CSV file."""
+    for logger in loggers:
+        run = getattr(logger, "_experiment", None) if type(logger).__name__ == "WandbLogger" else None
+        if run is not None:
+            run.finish(exit_code=0 if status == "success" else 1)
+        else:
+            logger.finalize(status)
 
 
 def finish_wandb() -> None:

@@ -135,6 +135,7 @@ def _train_packed(
     import lightning.pytorch as pl
     import torch
 
+    from emergence_lab.run.loggers import build_loggers, finish_loggers
     from emergence_lab.run.packed import PackedModule, PackedRecorder, SeedRun, stack_checkpoints
     from emergence_lab.run.packed_model import PackedTransformer
     from emergence_lab.run.spec import build_spec
@@ -163,15 +164,22 @@ def _train_packed(
             unpacked_keys = list(module.state_dict())
         packed = PackedTransformer(models)
         module = PackedModule(packed, spec.task, spec.optim, seeds, spec.max_steps, int(t.eval_chunk_size))
-        resumes = []
+        resumes, resolved = [], []
         for (_, scfg, rid, folder, _), run in zip(chunk, runs, strict=True):
-            folder.write_config(OmegaConf.to_yaml(OmegaConf.to_container(scfg, resolve=True)))
+            resolved.append(OmegaConf.to_container(scfg, resolve=True))
+            folder.write_config(OmegaConf.to_yaml(resolved[-1]))
             info = run_info(spec, run.static, module.flops_per_step, str(t.accelerator), threads, devices)
             folder.info.update({**info, "pack": {"size": len(seeds), "seeds": seeds}, **NOT_COMPILED})
             resumes.append(_prepare_resume(folder, rid))
             folder.write_info()
         answer_lens = {s: len(spec.task.answer_names(s)) for s in spec.task.splits}
         recorder = PackedRecorder(runs, unpacked_keys, int(t.eval_every), int(t.ckpt_every), answer_lens)
+        for i, ((_, scfg, rid, folder, _), run) in enumerate(zip(chunk, runs, strict=True)):
+            # each seed its own wandb run / CSV file, as unpacked; built one by one, so a failure closes
+            # the ones before it (finally, below)
+            recorder.loggers[i] = build_loggers(
+                scfg, folder.path, rid, spec.task.name, run.static, resolved[i], concurrent=True
+            )
         trainer = _trainer(t, spec.max_steps, devices, recorder, [], runs[0].folder.path)  # type: ignore[arg-type]
         with tempfile.TemporaryDirectory(dir=runs[0].folder.checkpoint_dir.parent) as tmp:
             ckpt_path = None
@@ -205,6 +213,8 @@ def _train_packed(
             )
         raise
     finally:
+        for i, loggers in enumerate(recorder.loggers if recorder is not None else []):
+            finish_loggers(loggers, "success" if status.get(i) == "completed" else "failed")
         for i, run in enumerate(runs):
             if run.failed is not None and status.get(i) == "failed" and reasons.get(i) == run.failed:
                 continue  # the recorder already wrote its end

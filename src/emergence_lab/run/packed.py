@@ -34,6 +34,7 @@ from emergence_lab.run.packed_model import (
 from emergence_lab.run.recorder import (
     TrainingRecorder,
     evaluation_rows,
+    logged_metrics,
     non_finite_loss,
     save_atomically,
 )
@@ -191,6 +192,18 @@ class PackedRecorder(TrainingRecorder):
         self.runs = runs
         self.unpacked_keys = unpacked_keys
         self.answer_lens = answer_lens
+        self.loggers: list[list[Any]] = [[] for _ in runs]  # each seed's own (run/loggers.py, concurrent)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        step = trainer.global_step
+        if any(self.loggers) and step % trainer.log_every_n_steps == 0:
+            losses = outputs["losses"].tolist()
+            for run, loggers, loss in zip(self.runs, self.loggers, losses, strict=True):
+                for logger in loggers if run.failed is None else []:
+                    logger.log_metrics({"train/loss": loss}, step=step)
+        super().on_train_batch_end(trainer, pl_module, outputs, *args)
 
     def check_finite(self, trainer: pl.Trainer, outputs: Any, step: int) -> None:
         losses = outputs["losses"]
@@ -221,6 +234,8 @@ class PackedRecorder(TrainingRecorder):
             tokens, flops = step * pl_module.tokens_per_step, float(step * pl_module.flops_per_step)
             rows = evaluation_rows(run.static, scores, step, tokens, flops, self.answer_lens)
             run.folder.results.append(rows)
+            for logger in self.loggers[i]:
+                logger.log_metrics(logged_metrics(scores), step=step)
 
     def _checkpoint(self, trainer: pl.Trainer) -> None:
         # Lightning's own dict (loops, schedulers, RNG state), as trainer.save_checkpoint would write it

@@ -169,12 +169,17 @@ class RunRecorder(TrainingRecorder):
         flops = float(step * pl_module.flops_per_step * world)
         self.writer.append(evaluation_rows(self.static, scores, step, tokens, flops, self.answer_lens))
         for logger in trainer.loggers:
-            logger.log_metrics({f"{split}/{s.metric}/{s.subtask}": s.value for split, s in scores}, step=step)
+            logger.log_metrics(logged_metrics(scores), step=step)
 
     def _checkpoint(self, trainer: pl.Trainer) -> None:
         rank0 = trainer.global_rank == 0
         save_atomically(self.folder, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False), rank0)
         trainer.strategy.barrier()
+
+
+def logged_metrics(scores: list[tuple[str, Score]]) -> dict[str, float]:
+    """An evaluation as logger keys `<split>/<metric>/<subtask>` (what analysis/wandb_io.py reads back)."""
+    return {f"{split}/{s.metric}/{s.subtask}": s.value for split, s in scores}
 
 
 def non_finite_loss(value: float, step: int) -> FloatingPointError:
