@@ -84,6 +84,13 @@ def test_grokking_verdict_table_regenerates(analysed: Path) -> None:
     assert round(primary.loc["train", "threshold"]) == 354
 
 
+def test_grokking_metric_check_compares_with_log_prob_not_token_accuracy(analysed: Path) -> None:
+    """A one-token answer's token accuracy is exact match itself; the write-up's check uses log-prob."""
+    mc = pd.read_csv(analysed / "metric_check.csv").set_index("split")
+    assert mc.loc["test", "continuous_metric"] == "answer_logprob"
+    assert mc.loc["test", "verdict"] == "persists"
+
+
 def test_grokking_per_seed_thresholds_regenerate(analysed: Path) -> None:
     seeds = pd.read_csv(analysed / "seed_thresholds.csv").set_index("seed")
     delays = pd.read_csv(analysed / "delays.csv").set_index("seed")
