@@ -450,8 +450,9 @@ def _scale_figure(data: FigureData, task: str, view: View) -> Figure | None:
     else:
         splits = sorted(map(str, task_pts["split"].unique()), key=lambda s: (s != "test", s))
         series = [Series(s, {"split": s}, PALETTE[i % 8], s) for i, s in enumerate(splits)]
-        titles = [[f"{m} {_arrow(m)}", _split_verdicts(frames, m, series)] for m in metrics]
-        fig, axes = new_figure(len(metrics), bottom=LEGEND_H if len(splits) > 1 else 0.0, title_lines=2)
+        titles = [[f"{m} {_arrow(m)}", *_split_verdicts(frames, m, series)] for m in metrics]
+        bottom = LEGEND_H if len(splits) > 1 else 0.0
+        fig, axes = new_figure(len(metrics), bottom=bottom, title_lines=max(len(t) for t in titles))
     for ax, metric, title in zip(axes, metrics, titles, strict=True):
         _draw_series(ax, data, frames, view.curves, metric, series)
         ax.set_title("\n".join(title), fontsize=8.5)
@@ -469,26 +470,35 @@ def _scale_figure(data: FigureData, task: str, view: View) -> Figure | None:
 
 def _split_verdicts(
     frames: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], metric: str, series: list[Series]
-) -> str:
-    """Each split's classification of one metric ("test: emergent · ood: smooth"; the bare verdict for
-    one split)."""
+) -> list[str]:
+    """Each split's classification of one metric, grouped by verdict and wrapped ("smooth: test, ood ·
+    emergent: train"); the bare verdict for one split."""
     pts, _, rows = (_select(df, metric=metric) for df in frames)
-    labels = []
+    verdicts = {}
     for one in series:
         verdict = _verdict(_select(pts, **one.where), _select(rows, **one.where))
         if verdict:
-            labels.append(verdict if len(series) == 1 else f"{one.key}: {verdict}")
-    return " · ".join(labels)
+            verdicts[one.key] = verdict
+    if len(series) == 1:
+        return list(verdicts.values())
+    return _grouped_lines({key: [str(key)] for key in verdicts}, verdicts, "")
 
 
 def verdict_lines(verdicts: dict[object, str], width: int = TITLE_CHARS) -> list[str]:
     """Per-depth classifications grouped by verdict ("emergent: depth 2 · absent: depth 1"), wrapped into
     lines of about `width` characters."""
+    names = {d: ["?" if _missing(d) else str(int(d))] for d in verdicts}  # type: ignore[call-overload]
+    return _grouped_lines(names, verdicts, "depth ", width)
+
+
+def _grouped_lines(
+    names: dict[object, list[str]], verdicts: dict[object, str], noun: str, width: int = TITLE_CHARS
+) -> list[str]:
     groups: dict[str, list[str]] = {}
-    for depth, verdict in verdicts.items():
-        groups.setdefault(verdict, []).append("?" if _missing(depth) else str(int(depth)))  # type: ignore[call-overload]
+    for key, verdict in verdicts.items():
+        groups.setdefault(verdict, []).extend(names[key])
     order = [v for v in VERDICT_ORDER if v in groups] + sorted(v for v in groups if v not in VERDICT_ORDER)
-    parts = [f"{v}: depth {', '.join(groups[v])}" for v in order]
+    parts = [f"{v}: {noun}{', '.join(groups[v])}" for v in order]
     lines: list[str] = []
     for part in parts:
         if lines and len(lines[-1]) + 3 + len(part) <= width:

@@ -297,3 +297,21 @@ def test_the_verdict_sentence() -> None:
     assert finding(other) == "acc: inconclusive (3 more seeds would decide.)"
     lm_eval = {"metric": "exact_match,strict-match", "classification": "absent", "reason": "no change"}
     assert finding(lm_eval) == "exact match (strict-match): absent (no change)"
+
+
+def test_split_verdicts_are_grouped_and_wrapped_to_fit_over_a_panel() -> None:
+    from emergence_lab.analysis.figures import TITLE_CHARS, _grouped_lines, verdict_lines
+
+    splits = ["test", "step1", "step2", "train"]
+    same = _grouped_lines({s: [s] for s in splits}, dict.fromkeys(splits, "smooth"), "")
+    assert same == ["smooth: test, step1, step2, train"]
+    mixed = _grouped_lines(
+        {s: [s] for s in splits},
+        {"test": "smooth", "step1": "emergent", "step2": "emergent", "train": "smooth"},
+        "",
+    )
+    assert mixed == ["emergent: step1, step2", "smooth: test, train"]
+    assert all(len(line) <= TITLE_CHARS for line in same + mixed)
+    assert verdict_lines({1: "absent", 2: "emergent", 3: "emergent"}) == [
+        "emergent: depth 2, 3 · absent: depth 1"
+    ]
