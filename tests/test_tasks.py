@@ -245,6 +245,21 @@ def test_prompt_hash_is_not_a_lattice() -> None:
     assert torch.equal(prompt_hash(tokens, torch.tensor([2])), prompt_hash(changed, torch.tensor([2])))
 
 
+def test_prompt_hash_is_the_same_in_numpy_on_cpu_as_in_torch_on_a_device() -> None:
+    """The CPU path (numpy) and the device path (torch ops, run here on CPU tensors) give equal hashes, so
+    training streams and held-out sets do not depend on which path drew them."""
+    from emergence_lab.tasks.base import _prompt_hash_numpy, _prompt_hash_torch
+
+    gen = torch.Generator().manual_seed(0)
+    for vocab, width in ((12, 14), (97, 4), (2**20, 9)):
+        tokens = torch.randint(0, vocab, (500, width), generator=gen)
+        answer_pos = torch.tensor([width - 2, width - 1])
+        want = _prompt_hash_torch(tokens, answer_pos)
+        assert torch.equal(_prompt_hash_numpy(tokens, answer_pos), want)
+        assert torch.equal(prompt_hash(tokens, answer_pos), want)
+        assert int(want.min()) >= 0 and int(want.max()) < 1000
+
+
 # ---- OOD shapes -------------------------------------------------------------------------------------
 
 
