@@ -107,6 +107,7 @@ def _own_wandb_run(spec: DictConfig, kwargs: dict[str, Any]) -> Any:
         group=kwargs["group"],
         tags=kwargs["tags"],
         dir=kwargs["save_dir"],
+        resume="allow",  # as Lightning's WandbLogger: a resumed run continues its wandb run
     )
 
 
