@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 from pathlib import Path
@@ -65,3 +66,12 @@ def machine_info() -> dict[str, object]:
     if hasattr(os, "getloadavg"):
         info["load_avg_1_5_15_at_start"] = [round(x, 2) for x in os.getloadavg()]
     return info
+
+
+def write_report(path: Path | None, report: dict[str, object]) -> None:
+    """Write a benchmark's numbers to `--out` as JSON (nothing when it was not given)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")

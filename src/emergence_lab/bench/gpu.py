@@ -22,12 +22,18 @@ autocast, the batch given (16) or the largest power-of-two fraction of it that f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from emergence_lab.bench.common import UsageError, _int_at_least, _Parser, machine_info, parse_device
+from emergence_lab.bench.common import (
+    UsageError,
+    _int_at_least,
+    _Parser,
+    machine_info,
+    parse_device,
+    write_report,
+)
 
 # dense bf16 tensor-core peaks, FLOP/s, by a substring of torch.cuda.get_device_name()
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
@@ -269,10 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "pack": pack,
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

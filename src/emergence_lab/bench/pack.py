@@ -10,12 +10,18 @@ code only (no Lightning), so `emergence bench gpu` reuses `measure_pack` on a ba
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from emergence_lab.bench.common import UsageError, _int_at_least, _Parser, machine_info, parse_device
+from emergence_lab.bench.common import (
+    UsageError,
+    _int_at_least,
+    _Parser,
+    machine_info,
+    parse_device,
+    write_report,
+)
 
 
 def _ints(text: str) -> list[int]:
@@ -177,8 +183,5 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "sizes": rows,
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0

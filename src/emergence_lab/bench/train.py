@@ -8,14 +8,13 @@ compile time per process (fit start to the first step: compiling plus the one ch
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from emergence_lab.bench.common import UsageError, _int_at_least, _Parser, machine_info
+from emergence_lab.bench.common import UsageError, _int_at_least, _Parser, machine_info, write_report
 
 
 def _widths(text: str) -> list[int]:
@@ -264,7 +263,5 @@ def bench_train(argv: list[str]) -> int:
             "sizes": sizes,
             "estimate": estimate,
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_report(args.out, report)
     return 0

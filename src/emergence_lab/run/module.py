@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -135,8 +136,7 @@ class EmergenceModule(pl.LightningModule):
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         optimizer = build_optimizer(self.model, self.optim, self.device.type)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(self.optim, self.max_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return with_schedule(optimizer, self.optim, self.max_steps)
 
     # ---- evaluation --------------------------------------------------------------------------------
     def eval_set(self, split: str) -> TaskBatch:
@@ -166,6 +166,12 @@ class EmergenceModule(pl.LightningModule):
             torch.set_rng_state(checkpoint["rng_cpu"])
         if "rng_cuda" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
+
+
+def with_schedule(optimizer: torch.optim.Optimizer, o: OptimConfig, max_steps: int) -> dict[str, Any]:
+    """What `configure_optimizers` returns: the optimizer and its per-step `lr_schedule`."""
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(o, max_steps))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def lr_schedule(o: OptimConfig, max_steps: int) -> Callable[[int], float]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from emergence_lab.contract import Score
 from emergence_lab.run.folder import CHECKPOINT_RUN_ID, RunFolder
-from emergence_lab.run.module import EmergenceModule, StepTicker, lr_schedule, score_model
+from emergence_lab.run.module import EmergenceModule, StepTicker, score_model, with_schedule
 from emergence_lab.run.optim import OptimConfig
 from emergence_lab.run.packed_model import (
     PackedTransformer,
@@ -105,13 +105,9 @@ class PackedModule(pl.LightningModule):
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         optimizer = build_packed_optimizer(self.packed, self.optim, self.device.type)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(self.optim, self.max_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return with_schedule(optimizer, self.optim, self.max_steps)
 
-    def eval_set(self, split: str) -> TaskBatch:
-        if split not in self._eval_sets:
-            self._eval_sets[split] = self.task.eval_batch(split, self.device)
-        return self._eval_sets[split]
+    eval_set = EmergenceModule.eval_set  # the fixed evaluation sets, made once on the device
 
     def evaluate_seed(self, i: int) -> list[tuple[str, Score]]:
         """(split, score) of seed i, scored by a plain Transformer holding its weights (as unpacked)."""
