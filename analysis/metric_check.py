@@ -128,10 +128,11 @@ def _check_task(
     row |= {"em_threshold": em.get("threshold", np.nan), "em_rise_start": em.get("bracket_low", np.nan)}
     row |= _power_law_fit(obs)
     length = row["answer_len"]
-    continuous = [c for c in CONTINUOUS if c in by_metric]
-    if length == 1:  # token accuracy and edit distance of a one-token answer are exact match itself
-        continuous = [c for c in continuous if c not in SAME_AS_EXACT_AT_ONE_TOKEN] or continuous[:1]
-    chosen = continuous[0]
+    measured = [c for c in CONTINUOUS if c in by_metric]
+    # token accuracy and edit distance of a one-token answer are exact match itself: not evidence
+    one_token = length == 1
+    continuous = [c for c in measured if not (one_token and c in SAME_AS_EXACT_AT_ONE_TOKEN)]
+    chosen = (continuous or measured)[0]
     verdict, reason = "no_jump", f"exact match is {em['classification']}: nothing to explain"
     pow_ok: bool | None = None
     steady = False
@@ -140,8 +141,6 @@ def _check_task(
         em_x = np.unique(obs.loc[equals(obs["metric"], DISCONTINUOUS), "x"].to_numpy(float))
         best: tuple[int, str, detect.MetricCheck] | None = None
         for name in continuous:
-            if length == 1 and name in SAME_AS_EXACT_AT_ONE_TOKEN:
-                continue
             cont_x = np.unique(obs.loc[equals(obs["metric"], name), "x"].to_numpy(float))
             sizes = np.intersect1d(em_x, cont_x)
             if sizes.size < det_opts.plateau + 2:
@@ -173,7 +172,7 @@ def _check_task(
                 continue  # no_jump here: exact match at these sizes alone is not emergent
             if best is None or _RANK[label] < best[0]:
                 best = (_RANK[label], name, check)
-        if best is None and length == 1 and chosen in SAME_AS_EXACT_AT_ONE_TOKEN:
+        if best is None and not continuous:
             verdict = "inconclusive"
             reason = (
                 "one-token answer: token accuracy and edit distance are exact match itself, "
