@@ -240,7 +240,7 @@ def test_each_packed_seed_gets_its_own_wandb_run(tmp_path: Path, monkeypatch: py
         assert [f.name for f in files] == [f"run-{wandb_id}.wandb"]
     import wandb
 
-    assert wandb.run is None  # every seed's run was finished
+    assert wandb.run is None  # the seeds' runs are their own, never the process's global run
 
 
 def test_packing_is_not_part_of_the_run_id() -> None:

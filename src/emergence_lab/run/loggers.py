@@ -113,10 +113,11 @@ def _own_wandb_run(spec: DictConfig, kwargs: dict[str, Any]) -> Any:
 
 def finish_loggers(loggers: list[Any], status: str) -> None:
     """Flush and close loggers built with `concurrent=True`: each wandb run of its own, each CSV file."""
+    from lightning.pytorch.loggers import WandbLogger
+
     for logger in loggers:
-        run = getattr(logger, "_experiment", None) if type(logger).__name__ == "WandbLogger" else None
-        if run is not None:
-            run.finish(exit_code=0 if status == "success" else 1)
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish(exit_code=0 if status == "success" else 1)
         else:
             logger.finalize(status)
 
