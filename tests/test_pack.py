@@ -230,8 +230,22 @@ def test_each_packed_seed_logs_to_its_own_csv_file(tmp_path: Path) -> None:
 def test_each_packed_seed_gets_its_own_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    from lightning.pytorch.loggers import WandbLogger
+
+    from emergence_lab.run import loggers as run_loggers
+
+    finished: list[tuple[str, str]] = []
+    real_finish = run_loggers.finish_loggers
+
+    def finish(loggers: list, status: str) -> None:
+        finished.extend((lg.experiment.id, status) for lg in loggers if isinstance(lg, WandbLogger))
+        real_finish(loggers, status)
+
+    monkeypatch.setattr(run_loggers, "finish_loggers", finish)
     cfg = packed_cfg("logger=wandb", "trainer.max_steps=5", "trainer.eval_every=5")
     assert train_seeds(cfg, folder_of(tmp_path, cfg, 0), threads=1, devices=1).status == "completed"
+    assert len(finished) == len(SEEDS) and {st for _, st in finished} == {"success"}
+    assert len({wid for wid, _ in finished}) == len(SEEDS)  # three runs closed, not one closed three times
     for seed in SEEDS:
         run_dir = folder_of(tmp_path, cfg, seed)
         files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
