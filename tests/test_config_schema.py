@@ -131,6 +131,7 @@ def test_a_bad_value_is_refused_in_one_line_naming_the_key(override: str, line: 
         (["task=modular", "task.op=pow"], "task.op=pow: must be one of add, sub, mul, div"),
         (["task=modular", "task.train_fraction=1"], "task.train_fraction=1: must be in (0, 1) and finite"),
         (["task=recall", "task.ood_pairs=0"], "task.ood_pairs=0: must be an integer >= 1 (or null)"),
+        (["task=text", "task.copy_share=1.5"], "task.copy_share=1.5: must be in [0, 1] and finite"),
         (
             ["budget=tokens_per_param", "budget.min_steps=30000"],
             "budget.min_steps=30000: must be <= budget.max_steps (20000)",

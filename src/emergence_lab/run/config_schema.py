@@ -322,6 +322,7 @@ class TextSchema(HeldOutSchema):
     corpus_seed: int = ranged(0, GENERATOR_SEED_MAX)
     corpus_bytes: int = ranged(1)
     probe_size: int = ranged(1)
+    copy_share: Real = ranged(0.0, 1.0)
 
 
 @dataclass

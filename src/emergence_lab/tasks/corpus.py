@@ -15,12 +15,14 @@ Every draw goes through `random.Random(seed).random()`, the one method (with see
 guarantees across versions (`choice` and `randrange` are not guaranteed); `tests/test_text.py` pins the
 sha256 of the default corpus anyway.
 
-`python -m emergence_lab.tasks.corpus OUT [--seed S] [--bytes N]` writes it to a file.
+`python -m emergence_lab.tasks.corpus OUT [--seed S] [--bytes N]` writes it to a file and prints
+`entropy_bound`: the bits per byte the generator drew, an upper bound on the text's entropy rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -56,15 +58,20 @@ _TIMES = ("In the morning", "At noon", "That evening", "Later", "At dawn", "Afte
 
 
 class _Draw:
-    """choice / below / sample built on `random()` alone."""
+    """choice / below / sample / chance built on `random()` alone. `bits` adds up the information of every
+    draw so far (log2 n for a uniform choice among n, -log2 p for an outcome of probability p)."""
 
     def __init__(self, seed: int) -> None:
         self._rng = random.Random(seed)
+        self.bits = 0.0
 
-    def random(self) -> float:
-        return self._rng.random()
+    def chance(self, p: float) -> bool:
+        hit = self._rng.random() < p
+        self.bits -= math.log2(p if hit else 1.0 - p)
+        return hit
 
     def below(self, n: int) -> int:
+        self.bits += math.log2(n)
         return min(int(self._rng.random() * n), n - 1)
 
     def choice(self, seq: Sequence[T]) -> T:
@@ -140,21 +147,21 @@ def _document(rng: _Draw) -> str:
         s_sign,
         s_word,
     )
-    refrain = s_see() if rng.random() < 0.5 else None
+    refrain = s_see() if rng.chance(0.5) else None
     title = f"{cast[0]} and the {things[0]}"
     sentences = []
     for _ in range(5 + rng.below(8)):
-        if refrain is not None and rng.random() < 0.25:
+        if refrain is not None and rng.chance(0.25):
             sentences.append(refrain)
         else:
             sentences.append(rng.choice(templates)())
-        if rng.random() < 0.2:  # an echo: the same span twice in a row, as the induction probe has it
+        if rng.chance(0.2):  # an echo: the same span twice in a row, as the induction probe has it
             sentences.append("Again: " + sentences[-1])
     # a few sentences to a line, as in a paragraph
     lines, line = [], []
     for s in sentences:
         line.append(s)
-        if rng.random() < 0.35:
+        if rng.chance(0.35):
             lines.append(" ".join(line))
             line = []
     if line:
@@ -164,6 +171,19 @@ def _document(rng: _Draw) -> str:
 
 def generate_corpus(seed: int = DEFAULT_SEED, n_bytes: int = DEFAULT_BYTES) -> bytes:
     """Whole documents until the text holds at least `n_bytes` bytes (ASCII, so UTF-8)."""
+    return _generate(seed, n_bytes)[0]
+
+
+def entropy_bound(seed: int = DEFAULT_SEED, n_bytes: int = DEFAULT_BYTES) -> float:
+    """Bits per byte that the generator drew to write the corpus: an upper bound on the text's entropy rate
+    (the text is a function of the draws), so the loss of a model that knew the grammar and read whole
+    documents. A model reading windows of `seq_len` bytes cannot reach it where a name or word was drawn
+    before its window began."""
+    text, bits = _generate(seed, n_bytes)
+    return bits / len(text)
+
+
+def _generate(seed: int, n_bytes: int) -> tuple[bytes, float]:
     if n_bytes < 1:
         raise ValueError(f"corpus_bytes must be positive, got {n_bytes}")
     rng = _Draw(int(seed))
@@ -173,7 +193,7 @@ def generate_corpus(seed: int = DEFAULT_SEED, n_bytes: int = DEFAULT_BYTES) -> b
         doc = _document(rng)
         parts.append(doc)
         size += len(doc)
-    return "".join(parts).encode("ascii")
+    return "".join(parts).encode("ascii"), rng.bits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--bytes", type=int, default=DEFAULT_BYTES)
     args = parser.parse_args(argv)
+    text, bits = _generate(args.seed, args.bytes)
     with open(args.out, "wb") as fh:
-        fh.write(generate_corpus(args.seed, args.bytes))
+        fh.write(text)
+    print(f"{len(text)} bytes, drawn with {bits / len(text):.4f} bits per byte (entropy_bound)")
     return 0
 
 

@@ -21,7 +21,11 @@ only from held-out blocks, so the model is never tested on bytes it trained on. 
 holds none.
 
 Training batches are uniform random windows of the training blocks, drawn with a CPU generator seeded by
-(seed, step) and then moved to the device: resume is exact, and CPU and CUDA runs see the same stream. The
+(seed, step) and then moved to the device: resume is exact, and CPU and CUDA runs see the same stream.
+With `copy_share` > 0, each training window, with that probability, also gets a span of L bytes drawn
+uniformly from the training alphabet written twice in a row over its text (L uniform in [4, seq_len // 2],
+the start uniform where both copies fit): text with more to copy than the corpus has, the data lever
+Olsson et al. point to. Test windows and the probe are never changed. The
 test set is `test_size` non-overlapping windows of the held-out blocks (all of them if there are fewer),
 evenly spaced, fixed for every run.
 
@@ -92,6 +96,7 @@ class Text(Task):
         test_seed: int = 1234,
         test_size: int = 256,
         test_permille: int = 100,
+        copy_share: float = 0.0,
     ) -> None:
         super().__init__(test_seed, test_size, test_permille)
         if seq_len < 4:
@@ -101,6 +106,9 @@ class Text(Task):
         self.context = int(seq_len)
         self.window = self.context + 1
         self.probe_size = int(probe_size)
+        if not 0.0 <= copy_share <= 1.0:
+            raise ValueError(f"copy_share must be in [0, 1], got {copy_share}")
+        self.copy_share = float(copy_share)
         if path is None:
             self.source = f"generated(seed={int(corpus_seed)}, bytes={int(corpus_bytes)})"
             self.files: list[Path] = []
@@ -169,7 +177,25 @@ class Text(Task):
         return self._windows(starts).to(generator.device)
 
     def train_batch(self, n: int, seed: int, step: int, device: torch.device | str) -> TaskBatch:
-        return self.sample(n, make_generator(_mix(seed, step), "cpu"), "train").to(device)
+        gen = make_generator(_mix(seed, step), "cpu")
+        batch = self.sample(n, gen, "train")
+        if self.copy_share > 0:
+            batch = TaskBatch(self.insert_copies(batch.tokens, gen), batch.answer_pos)
+        return batch.to(device)
+
+    def insert_copies(self, tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Each window, with probability `copy_share`, gets a span of L random alphabet bytes written twice
+        in a row over its text, L uniform in [4, seq_len // 2], at a uniform start where both copies fit."""
+        tokens = tokens.clone()
+        chosen = torch.rand(len(tokens), generator=generator) < self.copy_share
+        alphabet = self.alphabet
+        for row in chosen.nonzero().flatten().tolist():
+            length = int(torch.randint(4, self.context // 2 + 1, (), generator=generator))
+            start = int(torch.randint(0, self.window - 2 * length + 1, (), generator=generator))
+            span = alphabet[torch.randint(0, alphabet.numel(), (length,), generator=generator)]
+            tokens[row, start : start + length] = span
+            tokens[row, start + length : start + 2 * length] = span
+        return tokens
 
     def eval_batch(self, split: str, device: torch.device | str) -> TaskBatch:
         if split not in self.splits:
