@@ -11,7 +11,7 @@ from emergence_lab.launch.configs import CONF_DIR
 from emergence_lab.model import TransformerConfig
 from emergence_lab.run.budget import Budget
 from emergence_lab.run.optim import OptimConfig
-from emergence_lab.run.run_id import register_resolvers, run_id
+from emergence_lab.run.run_id import identity, register_resolvers, run_id
 from emergence_lab.tasks import Task
 
 register_resolvers()
@@ -82,6 +82,13 @@ def test_run_id_ignores_paths_logger_and_sweep_but_not_size():
     assert base != run_id(compose_with("model.width=64"))
     assert base != run_id(compose_with("seed=1"))
     assert base != run_id(compose_with("task.digits=5"))
+
+
+def test_a_key_added_at_its_neutral_value_keeps_the_old_run_id():
+    text = compose_with("task=text")
+    assert run_id(text) == run_id(compose_with("task=text", "task.copy_share=0.0"))
+    assert run_id(text) != run_id(compose_with("task=text", "task.copy_share=0.25"))
+    assert "copy_share" not in identity(text)["task"] and "seq_len" in identity(text)["task"]
 
 
 def test_run_and_sweep_folders_use_the_run_id():

@@ -2,7 +2,8 @@
 
 The id ignores everything that does not change what is trained: Hydra's own settings, paths, the logger, the
 sweep's name, the study's `analysis` block (what to plot), the dry-run `estimate` rule, packing (`seeds`,
-`trainer.pack`) and the keys listed in `run_id_ignore` (thread counts, the progress bar). The same config
+`trainer.pack`), the keys listed in `run_id_ignore` (thread counts, the progress bar) and keys added later
+at the value that reproduces the runs made before them (`NEUTRAL_ADDITIONS`). The same config
 therefore lands in the same folder every time, which is what lets a rerun of a sweep skip finished runs and
 resume interrupted ones. The id doubles as the run's folder name inside a sweep.
 """
@@ -31,6 +32,9 @@ ALWAYS_IGNORED = (
     "seeds",
     "trainer.pack",
 )
+# Keys added after runs existed, at the value that trains what those runs trained: left out of the id at
+# that value, so no existing run folder is orphaned; any other value is part of the id.
+NEUTRAL_ADDITIONS = {("task", "copy_share"): 0.0}
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
@@ -45,6 +49,10 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
             value = OmegaConf.to_container(value, resolve=True)
             _drop_dotted(value, key, ignore)
         out[str(key)] = value
+    for (group, key), neutral in NEUTRAL_ADDITIONS.items():
+        node = out.get(group)
+        if isinstance(node, dict) and key in node and node[key] == neutral:
+            del node[key]
     trainer = out.get("trainer")
     if isinstance(trainer, dict) and "compile" in trainer:
         trainer["compile"] = compile_in_id(trainer["compile"], trainer.get("accelerator"))
