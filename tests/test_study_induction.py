@@ -8,8 +8,13 @@ run, the metrics of the write-up, only the columns the analysis needs) go throug
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
+import pytest
 from omegaconf import OmegaConf
 
+from emergence_lab.analysis.cli import analyze_main
 from emergence_lab.analysis.study import check_block
 from emergence_lab.launch.plan import plan_from_cli
 
@@ -26,3 +31,46 @@ def test_induction_study_plans_its_grid() -> None:
     assert isinstance(block, dict)
     assert (block["primary_metric"], block["x"], block["by"]) == ("induction_score", "step", "depth")
     assert check_block(block, "experiments/induction_text.yaml") is None
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "studies" / "induction_text.csv"
+STUDY = ["--x", "step", "--by", "depth", "--primary-metric", "induction_score"]
+# The verdict table of docs/studies/induction_text.md: {metric: verdict} at every depth (1, 2, 3).
+CLASSIFICATION = {
+    "induction_score": "absent",
+    "icl_score": "smooth",
+    "bits_per_byte": "smooth",
+    "loss": "smooth",
+    "token_accuracy": "smooth",
+}
+
+
+def test_induction_fixture_is_the_written_table() -> None:
+    assert FIXTURE.stat().st_size < 500_000
+    rows = pd.read_csv(FIXTURE)
+    assert rows.run_id.nunique() == 9 and sorted(rows.step.unique()) == list(range(0, 6001, 200))
+    last = rows[(rows.step == 6000) & (rows.subtask == "all")]
+    at = last.pivot_table(index=["depth", "seed"], columns="metric", values="value")
+    bpb = at["bits_per_byte"].groupby("depth").mean().round(3)
+    assert (bpb[1], bpb[2], bpb[3]) == (1.435, 1.378, 1.367)
+    assert at.loc[(1, 2), "icl_score"].round(3) == -0.084 and at.loc[(3, 0), "icl_score"].round(3) == -0.056
+    chance = rows.loc[rows.subtask == "chance", "value"].unique()
+    assert len(chance) == 1 and chance[0] == pytest.approx(1 / 60, abs=1e-6)
+    induction = rows[(rows.subtask == "all") & (rows.metric == "induction_score") & (rows.step >= 200)]
+    assert induction.value.max() <= 0.0205 and induction.value.min() >= 0.013  # chance throughout
+    # the positive control is not met: next-byte accuracy of the largest model, far below 0.9
+    assert at["token_accuracy"].max() < 0.7
+
+
+def test_induction_verdict_table_regenerates(tmp_path: Path) -> None:
+    out = tmp_path / "analysis"
+    assert analyze_main([str(FIXTURE), "--out", str(out), *STUDY, "--no-figures", "--quiet"]) == 0
+    th = pd.read_csv(out / "thresholds.csv")
+    th = th[(th.split == "test") & (th.subtask == "all")]
+    got = {(r.metric, int(r.depth)): r.classification for r in th.itertuples()}
+    assert {(m, d): got[m, d] for m in CLASSIFICATION for d in (1, 2, 3)} == {
+        (m, d): v for m, v in CLASSIFICATION.items() for d in (1, 2, 3)
+    }
+    primary = th[th.primary.astype(bool)]
+    assert set(primary.metric) == {"induction_score"} and sorted(primary.depth) == [1, 2, 3]
+    assert th.threshold.isna().all()  # nothing jumps, so no step threshold to report
