@@ -23,7 +23,7 @@ def test_induction_study_plans_its_grid() -> None:
     master, runs = plan_from_cli(["-m", "experiment=induction_text"])
     assert len(runs) == 6
     assert {(r.width, r.depth, r.seed) for r in runs} == {(64, d, s) for d in (1, 2) for s in (0, 1, 2)}
-    assert {(r.task, r.max_steps) for r in runs} == {("text", 2000)}
+    assert {(r.task, r.max_steps) for r in runs} == {("text", 6000)}
     assert (master.task.seq_len, master.task.copy_share, master.task.corpus_bytes) == (64, 1.0, 12_000_000)
     assert master.optim.batch_size == 32 and master.budget.rule == "steps"
     assert master.trainer.eval_every == 100
