@@ -1,9 +1,11 @@
 """The `induction_text` study (docs/studies/induction_text.md): it plans its grid, its analysis block is
-valid, and its verdict table stays true.
+valid, and its verdict tables stay true.
 
-The sweep's evaluation rows over steps (tests/fixtures/studies/induction_text.csv: every evaluation of every
-run, the metrics of the write-up, only the columns the analysis needs) go through `emergence analyze --x step
---by depth` with the study's settings; the classifications must be the ones the write-up states.
+The sweeps' evaluation rows over steps (tests/fixtures/studies/induction_text.csv for the study as committed,
+induction_text_plain.csv for the kept plain-corpus run: every evaluation of every run, the metrics of the
+write-up plus the `chance` and `unigram` rows, only the columns the analysis needs) go through `emergence
+analyze --x step --by depth` with the study's settings; the classifications, thresholds and per-seed jumps
+must be the ones the write-up states.
 """
 
 from __future__ import annotations
@@ -31,6 +33,62 @@ def test_induction_study_plans_its_grid() -> None:
     assert isinstance(block, dict)
     assert (block["primary_metric"], block["x"], block["by"]) == ("induction_score", "step", "depth")
     assert check_block(block, "experiments/induction_text.yaml") is None
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "studies" / "induction_text.csv"
+# The write-up's verdict table for the committed study: {(metric, depth): verdict}
+CLASSIFICATION = {
+    **{(m, d): "smooth" for m in ("icl_score", "bits_per_byte", "loss", "token_accuracy") for d in (1, 2)},
+    ("induction_score", 1): "smooth",
+    ("induction_score", 2): "emergent",
+}
+# depth-2 seed -> (jump step, bracket low, bracket high), as the per-seed table shows
+JUMPS = {0: (927, 900, 1000), 1: (2922, 2900, 3000), 2: (1082, 1000, 1100)}
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("induction") / "analysis"
+    assert analyze_main([str(FIXTURE), "--out", str(out), *STUDY, "--no-figures", "--quiet"]) == 0
+    return out
+
+
+def test_induction_fixture_is_the_written_table() -> None:
+    assert FIXTURE.stat().st_size < 500_000
+    rows = pd.read_csv(FIXTURE)
+    assert rows.run_id.nunique() == 6 and sorted(rows.step.unique()) == list(range(0, 6001, 100))
+    test = rows[(rows.split == "test") & (rows.subtask == "all")]
+    at = test[test.step == 6000].pivot_table(index=["depth", "seed"], columns="metric", values="value")
+    assert at.loc[2, "induction_score"].min() >= 0.969  # the positive control: every depth-2 seed copies
+    assert at.loc[1, "induction_score"].max() <= 0.036  # no depth-1 seed does (chance 1/60)
+    assert (
+        at.loc[(2, 0), "bits_per_byte"].round(3) == 1.430 and at.loc[(2, 0), "icl_score"].round(3) == -0.160
+    )
+    curve = test[test.metric == "bits_per_byte"].set_index(["depth", "seed", "step"])["value"]
+    assert curve[(2, 2, 1200)] - curve[(2, 2, 1000)] > 0.08  # the loss bump during seed 2's jump
+
+
+def test_induction_verdict_table_regenerates(analysed: Path) -> None:
+    th = pd.read_csv(analysed / "thresholds.csv")
+    th = th[(th.split == "test") & (th.subtask == "all")]
+    got = {(r.metric, int(r.depth)): r.classification for r in th.itertuples()}
+    assert {k: got[k] for k in CLASSIFICATION} == CLASSIFICATION
+    primary = th[th.primary.astype(bool)].set_index("depth")
+    assert set(primary.metric) == {"induction_score"}
+    assert round(primary.loc[2, "threshold"]) == 1533
+    assert (round(primary.loc[2, "threshold_low"]), round(primary.loc[2, "threshold_high"])) == (1090, 1818)
+
+
+def test_induction_per_seed_jumps_regenerate(analysed: Path) -> None:
+    seeds = pd.read_csv(analysed / "seed_thresholds.csv")
+    deep = seeds[seeds.depth == 2].set_index("seed")
+    assert set(deep.classification) == {"emergent"}
+    for seed, (step, low, high) in JUMPS.items():
+        row = deep.loc[seed]
+        got = (round(row.threshold), round(row.threshold_low), round(row.threshold_high))
+        assert got == (step, low, high)
+    shallow = seeds[seeds.depth == 1].set_index("seed")["classification"]
+    assert shallow.to_dict() == {0: "smooth", 1: "absent", 2: "absent"}
 
 
 # The plain-corpus run (copy_share 0, width 32, depths 1-3, 6000 steps; commit 4a7325e's study settings)
