@@ -292,6 +292,19 @@ def _table_rows(out: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.parametrize("study", sorted(studies()))
+def test_every_shipped_study_plans_and_its_analysis_block_is_valid(study: str, tmp_path, capsys):
+    from emergence_lab.analysis.study import check_block
+
+    root = tmp_path / "out"
+    assert emergence_main(["sweep", study, "--dry-run", f"paths.root={root}"]) == 0
+    _, runs = plan_from_cli(["-m", f"experiment={study}", f"paths.root={root}"])
+    assert len(_table_rows(capsys.readouterr().out)) == len(runs) > 0
+    assert not root.exists()  # planned, nothing started
+    block = OmegaConf.to_container(compose_cfg(f"experiment={study}").analysis)
+    assert isinstance(block, dict) and check_block(block, f"experiments/{study}.yaml") is None
+
+
 def test_dry_run_prints_the_grid_and_starts_nothing(tmp_path, capsys):
     root = tmp_path / "out"
     assert emergence_main(["sweep", "recall_grid", "--dry-run", f"paths.root={root}"]) == 0
