@@ -36,6 +36,7 @@ def test_induction_study_plans_its_grid() -> None:
 
 
 FIXTURE = Path(__file__).parent / "fixtures" / "studies" / "induction_text.csv"
+STUDY = ["--x", "step", "--by", "depth", "--primary-metric", "induction_score"]  # the study's analysis block
 # The write-up's verdict table for the committed study: {(metric, depth): verdict}
 CLASSIFICATION = {
     **{(m, d): "smooth" for m in ("icl_score", "bits_per_byte", "loss", "token_accuracy") for d in (1, 2)},
@@ -93,7 +94,6 @@ def test_induction_per_seed_jumps_regenerate(analysed: Path) -> None:
 
 # The plain-corpus run (copy_share 0, width 32, depths 1-3, 6000 steps; commit 4a7325e's study settings)
 PLAIN = Path(__file__).parent / "fixtures" / "studies" / "induction_text_plain.csv"
-STUDY = ["--x", "step", "--by", "depth", "--primary-metric", "induction_score"]
 # Its verdict table in docs/studies/induction_text.md: {metric: verdict} at every depth (1, 2, 3).
 PLAIN_CLASSIFICATION = {
     "induction_score": "absent",
