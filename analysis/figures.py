@@ -459,13 +459,17 @@ def _scale_figure(data: FigureData, task: str, view: View) -> Figure | None:
         _log_x(ax, data.x_label, task_pts["x"])
     if data.by_depth:
         fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=ncols)
-        suptitle(fig, f"{task}: metrics against scale, one series per depth ({split} split)")
+        suptitle(fig, f"{task}: metrics {_against(data.x)}, one series per depth ({split} split)")
     else:
         if len(series) > 1:
             handles, names = axes[0].get_legend_handles_labels()
             fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=len(series))
-        suptitle(fig, f"{task}: metrics against scale")
+        suptitle(fig, f"{task}: metrics {_against(data.x)}")
     return fig
+
+
+def _against(x: str) -> str:
+    return "over training steps" if x == "step" else "against scale"
 
 
 def _split_verdicts(

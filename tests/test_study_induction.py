@@ -133,3 +133,11 @@ def test_plain_corpus_verdict_table_regenerates(tmp_path: Path) -> None:
     primary = th[th.primary.astype(bool)]
     assert set(primary.metric) == {"induction_score"} and sorted(primary.depth) == [1, 2, 3]
     assert th.threshold.isna().all()  # nothing jumps, so no step threshold to report
+
+
+def test_the_scale_figure_says_its_axis_is_training_steps(tmp_path: Path) -> None:
+    out = tmp_path / "analysis"
+    assert analyze_main([str(FIXTURE), "--out", str(out), *STUDY, "--figures", "scale", "--quiet"]) == 0
+    svg = (out / "figures" / "scale_text.svg").read_text()
+    assert "text: metrics over training steps, one series per depth (test split)" in svg
+    assert "against scale" not in svg
